@@ -1,0 +1,86 @@
+import * as v from 'valibot'
+
+/** The single source of configuration keys, their types, limits and defaults. */
+
+const int = (min: number, max: number, def: number) =>
+  v.optional(v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max)), def)
+const port = (def: number) =>
+  v.optional(v.union([v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(65535)), v.literal('off')],
+    'a port number 0-65535 or "off"'), def)
+const str = (def: string) => v.optional(v.pipe(v.string(), v.minLength(1)), def)
+const bool = (def: boolean) => v.optional(v.boolean(), def)
+const oneOf = <T extends string>(values: readonly [T, ...T[]], def: T) => v.optional(v.picklist(values), def)
+
+export const ConfigSchema = v.strictObject({
+  mqtt: v.optional(v.strictObject({
+    /** Interface the MQTT TCP listener binds to. */
+    host: str('0.0.0.0'),
+    /** MQTT TCP port; 0 picks a free port (logged), "off" disables the listener. */
+    port: port(1883),
+    /** Connections beyond this get CONNACK 0x97 / 0x03 and are closed. */
+    maxConnections: int(1, 10_000_000, 100_000),
+    /** Seconds a new connection may take to send CONNECT. */
+    connectTimeout: int(1, 3600, 10),
+  }), {}),
+  admin: v.optional(v.strictObject({
+    host: str('0.0.0.0'),
+    /** Admin HTTP port (health, readiness); "off" disables it. */
+    port: port(8080),
+  }), {}),
+  data: v.optional(v.strictObject({
+    /** Directory for persistent data. */
+    dir: str('./data'),
+  }), {}),
+  log: v.optional(v.strictObject({
+    level: oneOf(['debug', 'info', 'warn', 'error', 'silent'], 'info'),
+  }), {}),
+  limits: v.optional(v.strictObject({
+    /** Largest packet accepted (bytes); announced as Maximum Packet Size in v5 CONNACK. */
+    maxPacketSize: int(64, 268_435_460, 16 * 1024 * 1024),
+    maxTopicLength: int(1, 65535, 65535),
+    maxTopicLevels: int(1, 65535, 128),
+    /** Unacknowledged QoS 1/2 messages a client may send us at once (v5 Receive Maximum). */
+    receiveMaximum: int(1, 65535, 1024),
+    /** Unacknowledged QoS 1/2 messages we send to one client at once (also capped by its Receive Maximum). */
+    maxInflight: int(1, 65535, 100),
+    /** Messages queued per session (offline or beyond the inflight window). */
+    maxQueuedMessages: int(0, 10_000_000, 1000),
+    /** Retained messages kept broker-wide; a new topic beyond this is not retained. */
+    maxRetainedMessages: int(0, 100_000_000, 1_000_000),
+    /** Highest keepalive (s) allowed; larger or zero requests get Server Keep Alive (v5). 0 = no cap. */
+    maxKeepalive: int(0, 65535, 0),
+    /** Topic Alias Maximum announced to v5 clients (0 disables inbound aliases). */
+    topicAliasMaximum: int(0, 65535, 64),
+    /** Cap on the session expiry interval (s) clients may ask for. */
+    maxSessionExpiry: int(0, 4_294_967_295, 4_294_967_295),
+    /** Highest QoS the broker supports (announced as Maximum QoS). */
+    maxQos: int(0, 2, 2),
+    retainAvailable: bool(true),
+    wildcardSubscriptions: bool(true),
+    subscriptionIdentifiers: bool(true),
+    sharedSubscriptions: bool(true),
+  }), {}),
+  session: v.optional(v.strictObject({
+    /** Queue QoS 0 messages for offline persistent sessions too. */
+    queueQos0: bool(false),
+    /** What a full queue does with a new message. */
+    queueOverflow: oneOf(['drop-oldest', 'drop-new'], 'drop-oldest'),
+    /** Session expiry (s) for MQTT 3.x clients with clean session 0; 0 = never expire. */
+    v3Expiry: int(0, 4_294_967_295, 0),
+  }), {}),
+  shared: v.optional(v.strictObject({
+    /** How a shared subscription group picks the member for a message. */
+    strategy: oneOf(['round-robin', 'random'], 'round-robin'),
+  }), {}),
+  sys: v.optional(v.strictObject({
+    /** Seconds between $SYS publications; 0 disables them. */
+    interval: int(0, 86400, 10),
+  }), {}),
+  auth: v.optional(v.strictObject({
+    /** Enhanced authentication methods accepted (v5 AUTH); empty = none. */
+    methods: v.optional(v.array(v.string()), []),
+  }), {}),
+})
+
+export type ConfigInput = v.InferInput<typeof ConfigSchema>
+export type Config = v.InferOutput<typeof ConfigSchema>
