@@ -19,7 +19,7 @@ export function peekConnect(body: Buffer): ConnectPeek | null {
   if (body.length < 3) return null
   const len = (body[0]! << 8) | body[1]!
   if (body.length < 3 + len) return null
-  return { protocolName: body.latin1Slice(2, 2 + len), level: body[2 + len]! }
+  return { protocolName: body.toString('latin1', 2, 2 + len), level: body[2 + len]! }
 }
 
 /**

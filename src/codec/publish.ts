@@ -24,9 +24,10 @@ const protocol = (what: string) => new MqttError(RC.PROTOCOL_ERROR, `PUBLISH: ${
 
 /** Decodes a PUBLISH body. The payload is copied so the socket buffer can be reused. */
 export function decodePublish(header: number, body: Buffer, v5: boolean): InPublish {
-  const qos = ((header >> 1) & 3) as QoS
+  const bits = (header >> 1) & 3
   // [MQTT-3.3.1-4] a PUBLISH must not have both QoS bits set
-  if (qos === 3) throw malformed('QoS bits both set')
+  if (bits === 3) throw malformed('QoS bits both set')
+  const qos = bits as QoS
   const dup = (header & 8) !== 0
   // [MQTT-3.3.1-2] DUP must be 0 for QoS 0
   if (dup && qos === 0) throw malformed('DUP flag set on a QoS 0 message')

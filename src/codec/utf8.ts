@@ -13,7 +13,7 @@ export function decodeUtf8(buf: Buffer, start: number, end: number, what: string
     if (b === 0) throw new MqttError(RC.MALFORMED_PACKET, `${what} contains U+0000`)
     if (b >= 0x80) { ascii = false; break }
   }
-  if (ascii) return buf.latin1Slice(start, end)
+  if (ascii) return buf.toString('latin1', start, end)
   let s: string
   try {
     s = strict.decode(buf.subarray(start, end))

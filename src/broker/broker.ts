@@ -1,0 +1,197 @@
+import type { Config } from '../config/schema.ts'
+import type { Message } from '../codec/message.ts'
+import { RC } from '../codec/reason-codes.ts'
+import { createLogger, type Logger, type LogLevel } from '../log.ts'
+import { Session } from '../session/session.ts'
+import type { Subscription } from '../session/types.ts'
+import { MemoryStore } from '../store/memory.ts'
+import type { Store } from '../store/types.ts'
+import { TopicTrie } from '../topic/trie.ts'
+import { listenTcp } from '../transport/tcp.ts'
+import type { Listener, MqttSocket } from '../transport/types.ts'
+import type { EnhancedAuth } from './auth-hooks.ts'
+import { Connection } from './connection.ts'
+import { deliver } from './deliver.ts'
+import { sweep } from './expiry.ts'
+import { route } from './route.ts'
+import { publishSys } from './sys-topics.ts'
+import { publishWill } from './will.ts'
+
+export interface BrokerStats {
+  msgsIn: number
+  msgsOut: number
+  bytesIn: number
+  bytesOut: number
+  dropped: number
+  connectionsTotal: number
+}
+
+export interface BrokerOptions {
+  store?: Store
+  log?: Logger
+  /** Enhanced authentication methods (v5 AUTH), by method name. */
+  authMethods?: Map<string, EnhancedAuth>
+}
+
+/** The broker: owns sessions, subscriptions, retained messages and listeners. */
+export class Broker {
+  readonly config: Readonly<Config>
+  readonly log: Logger
+  readonly store: Store
+  readonly authMethods: Map<string, EnhancedAuth>
+  readonly stats: BrokerStats = { msgsIn: 0, msgsOut: 0, bytesIn: 0, bytesOut: 0, dropped: 0, connectionsTotal: 0 }
+  readonly sessions = new Map<string, Session>()
+  /** Connected clients (after CONNACK), by client id. */
+  readonly online = new Map<string, Connection>()
+  /** Every open connection, including ones that have not sent CONNECT yet. */
+  readonly connections = new Set<Connection>()
+  readonly subs = new TopicTrie<Subscription>()
+  readonly matchCache = new Map<string, Subscription[]>()
+  readonly sharedCursor = new Map<string, number>()
+  readonly listeners: Listener[] = []
+  readonly startedAt = Date.now()
+  #timers: ReturnType<typeof setInterval>[] = []
+  #closing = false
+
+  constructor(config: Readonly<Config>, opts: BrokerOptions = {}) {
+    this.config = config
+    this.log = opts.log ?? createLogger(config.log.level as LogLevel)
+    this.store = opts.store ?? new MemoryStore()
+    this.authMethods = opts.authMethods ?? new Map()
+  }
+
+  get closing(): boolean {
+    return this.#closing
+  }
+
+  /** Opens the store, restores sessions and retained messages, starts listeners and timers. */
+  async start(): Promise<void> {
+    await this.store.open()
+    for (const rec of this.store.loadSessions()) {
+      const s = this.createSession(rec.clientId, rec.version)
+      s.expiryInterval = rec.expiryInterval
+      s.disconnectedAt = rec.disconnectedAt || Date.now()
+      for (const sub of rec.subscriptions) this.addSubscription(s, sub)
+    }
+    const { host, port } = this.config.mqtt
+    if (port !== 'off') {
+      const l = listenTcp(host, port, (socket) => this.accept(socket))
+      this.listeners.push(l)
+      this.log.info('mqtt listening', { transport: 'tcp', host, port: l.port })
+    }
+    this.#timers.push(setInterval(() => sweep(this), 1000))
+    if (this.config.sys.interval > 0) {
+      publishSys(this)
+      this.#timers.push(setInterval(() => publishSys(this), this.config.sys.interval * 1000))
+    }
+  }
+
+  /** Port of the first MQTT listener (useful with port 0). */
+  get port(): number {
+    return this.listeners[0]?.port ?? 0
+  }
+
+  accept(socket: MqttSocket): Connection {
+    const conn = new Connection(this, socket)
+    this.connections.add(conn)
+    this.stats.connectionsTotal++
+    return conn
+  }
+
+  createSession(clientId: string, version: 3 | 4 | 5): Session {
+    const s = new Session(clientId, version)
+    const c = this.config.session
+    s.maxQueued = this.config.limits.maxQueuedMessages
+    s.queueQos0 = c.queueQos0
+    s.dropNew = c.queueOverflow === 'drop-new'
+    s.onDrop = () => { this.stats.dropped++ }
+    this.sessions.set(clientId, s)
+    return s
+  }
+
+  /** Ends a session: its subscriptions go, and a pending will is published [MQTT-3.1.3-9]. */
+  endSession(s: Session): void {
+    if (this.sessions.get(s.clientId) !== s) return
+    for (const sub of s.subscriptions.values()) this.removeSubscription(s, sub.raw)
+    this.sessions.delete(s.clientId)
+    this.store.deleteSession(s.clientId)
+    if (s.pendingWill !== null) {
+      const w = s.pendingWill
+      s.pendingWill = null
+      publishWill(this, w)
+    }
+  }
+
+  addSubscription(s: Session, sub: Subscription): boolean {
+    s.subscriptions.set(sub.raw, sub)
+    this.matchCache.clear()
+    return this.subs.add(sub.filter, sub.group === null ? s.clientId : `${sub.group}\u0000${s.clientId}`, sub)
+  }
+
+  removeSubscription(s: Session, raw: string): boolean {
+    const sub = s.subscriptions.get(raw)
+    if (sub === undefined) return false
+    s.subscriptions.delete(raw)
+    this.matchCache.clear()
+    this.subs.remove(sub.filter, sub.group === null ? s.clientId : `${sub.group}\u0000${s.clientId}`)
+    return true
+  }
+
+  /** Persists what a disconnected client's session needs (subscriptions, expiry). */
+  saveSession(s: Session): void {
+    if (s.expiryInterval === 0) return
+    this.store.saveSession({
+      clientId: s.clientId, version: s.version, expiryInterval: s.expiryInterval,
+      disconnectedAt: s.disconnectedAt, subscriptions: [...s.subscriptions.values()],
+    })
+  }
+
+  /** Routes a message to every matching subscription; returns how many sessions got it. */
+  publish(msg: Message): number {
+    this.stats.msgsIn++
+    return route(this, msg)
+  }
+
+  deliverTo(s: Session, d: Parameters<typeof deliver>[2]): void {
+    deliver(s, this.online.get(s.clientId), d)
+  }
+
+  /** Bookkeeping when a connection ends, for whatever reason. */
+  connectionClosed(conn: Connection): void {
+    this.connections.delete(conn)
+    if (conn.state !== 'connected' || conn.session === null) return
+    const s = conn.session
+    if (this.online.get(conn.clientId) === conn) this.online.delete(conn.clientId)
+    s.disconnectedAt = Date.now()
+    const will = conn.will
+    conn.will = null
+    if (will !== null && !conn.cleanDisconnect && !this.#closing) {
+      // [MQTT-3.1.3-9] a delayed will waits for the delay or the end of the session
+      if (will.delay > 0 && s.expiryInterval > 0) {
+        s.pendingWill = will
+        s.pendingWillAt = Date.now() + Math.min(will.delay, s.expiryInterval) * 1000
+      } else {
+        publishWill(this, will)
+      }
+    }
+    if (s.expiryInterval === 0) this.endSession(s)
+    else this.saveSession(s)
+    this.log.debug('client disconnected', { clientId: conn.clientId })
+  }
+
+  /** Graceful shutdown: stop accepting, DISCONNECT 0x8B to v5 clients, close everything. */
+  async close(): Promise<void> {
+    if (this.#closing) return
+    this.#closing = true
+    for (const t of this.#timers) clearInterval(t)
+    for (const l of this.listeners) l.stop()
+    for (const conn of [...this.connections]) conn.disconnect(RC.SERVER_SHUTTING_DOWN, 'server shutting down')
+    for (const s of this.sessions.values()) if (s.expiryInterval > 0) this.saveSession(s)
+    await this.store.close()
+  }
+}
+
+/** Creates a broker from a validated config; call start() to listen. */
+export function createBroker(config: Readonly<Config>, opts?: BrokerOptions): Broker {
+  return new Broker(config, opts)
+}

@@ -1,0 +1,204 @@
+import type { Packet } from 'mqtt-packet'
+import { Framer } from '../codec/framer.ts'
+import { encodePacket, type ProtocolVersion } from '../codec/packets.ts'
+import { MqttError, RC } from '../codec/reason-codes.ts'
+import type { Session } from '../session/session.ts'
+import type { Will } from '../session/types.ts'
+import type { ConnectionSink, MqttSocket } from '../transport/types.ts'
+import type { Broker } from './broker.ts'
+import { dispatch } from './dispatch.ts'
+
+export type ConnState = 'new' | 'authenticating' | 'connected' | 'closed'
+
+/**
+ * One client connection: framing, the coalesced write queue, keepalive bookkeeping and the
+ * per-connection protocol state. Packet handling lives in handlers/.
+ */
+export class Connection implements ConnectionSink {
+  readonly broker: Broker
+  readonly socket: MqttSocket
+  readonly framer: Framer
+  state: ConnState = 'new'
+  version: ProtocolVersion = 4
+  clientId = ''
+  username: string | undefined
+  session: Session | null = null
+  will: Will | null = null
+  /** Keepalive in seconds as enforced (0 = none). */
+  keepalive = 0
+  lastRx = Date.now()
+  readonly openedAt = Date.now()
+  /** The client's limits (v5 CONNECT properties). */
+  clientReceiveMaximum = 65535
+  clientMaxPacketSize = 268435460
+  clientTopicAliasMax = 0
+  /** Topic aliases the client set for messages to us. */
+  readonly aliasesIn = new Map<number, string>()
+  /** Topic aliases we set for messages to the client. */
+  readonly aliasesOut = new Map<string, number>()
+  /** Enhanced authentication method of this connection, when any. */
+  authMethod: string | undefined
+  authState: unknown
+  /** A normal DISCONNECT arrived: no will (unless reason 0x04). */
+  cleanDisconnect = false
+  #out: Uint8Array[] = []
+  #outBytes = 0
+  #backlog: Uint8Array | null = null
+  #flushScheduled = false
+  #flush = () => this.flush()
+  /** Frames held while an asynchronous step (e.g. authentication) runs, replayed in order. */
+  #held: [number, Buffer][] | null = null
+  #onFrame = (header: number, body: Buffer): void => {
+    if (this.state === 'closed') return
+    if (this.#held !== null) this.#held.push([header, Buffer.from(body)])
+    else this.#run(header, body)
+  }
+
+  constructor(broker: Broker, socket: MqttSocket) {
+    this.broker = broker
+    this.socket = socket
+    this.framer = new Framer(broker.config.limits.maxPacketSize)
+  }
+
+  get v5(): boolean {
+    return this.version === 5
+  }
+
+  /** Called by the transport with received bytes. Never throws. */
+  data(chunk: Buffer): void {
+    if (this.state === 'closed') return
+    this.lastRx = Date.now()
+    this.broker.stats.bytesIn += chunk.length
+    try {
+      this.framer.push(chunk, this.#onFrame)
+    } catch (e) {
+      this.fail(e)
+    }
+    this.flush()
+  }
+
+  #run(header: number, body: Buffer): void {
+    const r = dispatch(this, header, body)
+    if (r instanceof Promise) {
+      this.#held = []
+      r.then(() => this.#resume(), (e: unknown) => { this.#held = null; this.fail(e); this.flush() })
+    }
+  }
+
+  #resume(): void {
+    const held = this.#held ?? []
+    this.#held = null
+    try {
+      for (let i = 0; i < held.length; i++) {
+        if (this.state === 'closed') return
+        this.#run(held[i]![0], held[i]![1])
+        if (this.#held !== null) {
+          (this.#held as [number, Buffer][]).push(...held.slice(i + 1))
+          break
+        }
+      }
+    } catch (e) {
+      this.fail(e)
+    }
+    this.flush()
+  }
+
+  /** Turns an error from packet handling into a DISCONNECT (v5) and a closed connection. */
+  fail(e: unknown): void {
+    if (this.state === 'closed') return
+    if (e instanceof MqttError) {
+      this.broker.log.warn('closing connection: protocol violation', {
+        clientId: this.clientId || undefined, remote: this.socket.remoteAddress, reason: `0x${e.code.toString(16)}`, error: e.message,
+      })
+      this.disconnect(e.code, e.message)
+    } else {
+      this.broker.log.error('closing connection: internal error', {
+        clientId: this.clientId || undefined, error: String((e as Error)?.stack ?? e),
+      })
+      this.disconnect(RC.UNSPECIFIED_ERROR, 'internal error')
+    }
+  }
+
+  /** Queues a packet; bytes go out in one write at the end of the current callback. */
+  send(bytes: Uint8Array): void {
+    if (this.state === 'closed') return
+    this.#out.push(bytes)
+    this.#outBytes += bytes.length
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true
+      queueMicrotask(this.#flush)
+    }
+  }
+
+  sendPacket(packet: Packet): void {
+    const bytes = encodePacket(packet, this.version)
+    // [MQTT-3.1.2-24] never send a packet larger than the client's Maximum Packet Size
+    if (bytes.length > this.clientMaxPacketSize) {
+      if (packet.cmd === 'publish') return
+      if ('properties' in packet && packet.properties) {
+        const stripped = { ...packet, properties: { ...packet.properties, reasonString: undefined, userProperties: undefined } } as Packet
+        const small = encodePacket(stripped, this.version)
+        if (small.length <= this.clientMaxPacketSize) this.send(small)
+      }
+      return
+    }
+    this.send(bytes)
+  }
+
+  /** Bytes queued and not yet accepted by the socket. */
+  get pendingBytes(): number {
+    return this.#outBytes + (this.#backlog?.length ?? 0)
+  }
+
+  flush(): void {
+    this.#flushScheduled = false
+    if (this.#out.length === 0) return
+    const data = this.#out.length === 1 ? this.#out[0]! : Buffer.concat(this.#out, this.#outBytes)
+    this.#out = []
+    this.#outBytes = 0
+    this.broker.stats.bytesOut += data.length
+    if (this.#backlog !== null) {
+      this.#backlog = Buffer.concat([this.#backlog, data])
+      return
+    }
+    this.#write(data)
+  }
+
+  #write(data: Uint8Array): void {
+    const n = this.socket.write(data)
+    this.#backlog = n < data.length ? data.subarray(Math.max(n, 0)) : null
+  }
+
+  drain(): void {
+    if (this.#backlog !== null) this.#write(this.#backlog)
+  }
+
+  /**
+   * Server-initiated close. v5 clients that completed CONNECT get DISCONNECT with the reason
+   * code first [MQTT-4.13.1-1]; before CONNACK, the caller sends a CONNACK instead.
+   */
+  disconnect(reason: number, reasonString?: string): void {
+    if (this.state === 'closed') return
+    if (this.v5 && this.state === 'connected') {
+      const props = reasonString !== undefined ? { reasonString } : undefined
+      this.sendPacket({ cmd: 'disconnect', reasonCode: reason, properties: props } as Packet)
+    }
+    this.end()
+  }
+
+  /** Flushes what is queued and closes the socket; the session layer sees close(). */
+  end(): void {
+    if (this.state === 'closed') return
+    this.flush()
+    this.broker.connectionClosed(this)
+    this.state = 'closed'
+    try { this.socket.end() } catch { /* already closed */ }
+  }
+
+  /** Called by the transport when the socket closed (by either side). */
+  close(): void {
+    if (this.state === 'closed') return
+    this.broker.connectionClosed(this)
+    this.state = 'closed'
+  }
+}

@@ -1,0 +1,120 @@
+import type { QoS } from 'mqtt-packet'
+import { encodePublish } from '../codec/publish.ts'
+import type { Session } from '../session/session.ts'
+import type { Delivery } from '../session/types.ts'
+import type { Connection } from './connection.ts'
+
+/** QoS 0 messages are dropped for a connection whose unsent output exceeds this. */
+const SLOW_CONSUMER_BYTES = 16 * 1024 * 1024
+
+/** The inflight window towards this connection: its Receive Maximum capped by our config. */
+export function window(conn: Connection): number {
+  return Math.min(conn.clientReceiveMaximum, conn.broker.config.limits.maxInflight)
+}
+
+export function isExpired(d: Delivery, now: number): boolean {
+  return d.msg.expiresAt > 0 && d.msg.expiresAt <= now
+}
+
+/**
+ * Hands a delivery to a session: sent at once when its client is online and the window has
+ * room, queued otherwise (for QoS > 0, or QoS 0 when configured), dropped when the queue is full.
+ */
+export function deliver(session: Session, conn: Connection | undefined, d: Delivery): void {
+  if (conn !== undefined) {
+    if (d.qos === 0) {
+      if (conn.pendingBytes > SLOW_CONSUMER_BYTES) { conn.broker.stats.dropped++; return }
+      writePublish(conn, d, 0, false)
+      return
+    }
+    if (session.queue.length === 0 && session.inflight.size < window(conn)) {
+      sendInflight(conn, session, d)
+      return
+    }
+  } else if (d.qos === 0 && !session.queueQos0) {
+    return
+  }
+  enqueue(session, d)
+}
+
+function enqueue(session: Session, d: Delivery): void {
+  if (session.queue.length >= session.maxQueued) {
+    session.droppedMessages++
+    session.onDrop()
+    if (session.dropNew || session.queue.length === 0) return
+    session.queue.shift()
+  }
+  session.queue.push(d)
+}
+
+/** Assigns a packet id, records the message as inflight and sends it. */
+function sendInflight(conn: Connection, session: Session, d: Delivery): void {
+  const id = session.nextPacketId()
+  if (id === 0) { enqueue(session, d); return }
+  session.inflight.set(id, { packetId: id, delivery: d, state: 'publish' })
+  if (!writePublish(conn, d, id, false)) session.inflight.delete(id)
+}
+
+/** Moves queued deliveries into the inflight window while there is room. */
+export function drainQueue(conn: Connection, session: Session): void {
+  const now = Date.now()
+  const win = window(conn)
+  while (session.queue.length > 0 && session.inflight.size < win) {
+    const d = session.queue.shift()!
+    if (isExpired(d, now)) continue
+    if (d.qos === 0) writePublish(conn, d, 0, false)
+    else sendInflight(conn, session, d)
+  }
+}
+
+/** [MQTT-4.4.0-1] on resumption, resend unacknowledged PUBLISH (DUP=1) and PUBREL in order. */
+export function resendInflight(conn: Connection, session: Session): void {
+  for (const f of session.inflight.values()) {
+    if (f.state === 'pubrel') conn.send(Buffer.from([0x62, 2, f.packetId >> 8, f.packetId & 0xff]))
+    else if (!writePublish(conn, f.delivery, f.packetId, true)) session.inflight.delete(f.packetId)
+  }
+}
+
+/**
+ * Encodes and queues one PUBLISH. Returns false when it was not sent: expired, or larger than
+ * the client's Maximum Packet Size ([MQTT-3.1.2-25] discarded as if delivered).
+ */
+export function writePublish(conn: Connection, d: Delivery, packetId: number, dup: boolean): boolean {
+  const msg = d.msg
+  const now = Date.now()
+  let expiry = -1
+  if (msg.expiresAt > 0) {
+    // [MQTT-3.3.2-6] the Message Expiry Interval sent is the time remaining
+    if (msg.expiresAt <= now) return false
+    expiry = Math.ceil((msg.expiresAt - now) / 1000)
+  }
+  const v5 = conn.v5
+  const qos: QoS = d.qos
+  const simple = qos === 0 && expiry < 0 && d.subIds === null && (!v5 || conn.clientTopicAliasMax === 0)
+  if (simple) {
+    const key = (v5 ? 2 : 0) | (d.retain ? 1 : 0)
+    let bytes = msg.cache?.get(key)
+    if (bytes === undefined) {
+      bytes = encodePublish({ topic: msg.topic, payload: msg.payload, qos: 0, retain: d.retain, dup: false, packetId: 0, props: msg.props, expiry: -1, topicAlias: 0, subIds: null }, v5)
+      msg.cache ??= new Map()
+      msg.cache.set(key, bytes)
+    }
+    if (bytes.length > conn.clientMaxPacketSize) return false
+    conn.broker.stats.msgsOut++
+    conn.send(bytes)
+    return true
+  }
+  let topic = msg.topic
+  let alias = 0
+  if (v5 && conn.clientTopicAliasMax > 0) {
+    const known = conn.aliasesOut.get(topic)
+    if (known !== undefined) { alias = known; topic = '' }
+    else if (conn.aliasesOut.size < conn.clientTopicAliasMax) alias = conn.aliasesOut.size + 1
+  }
+  const bytes = encodePublish({ topic, payload: msg.payload, qos, retain: d.retain, dup, packetId, props: v5 ? msg.props : null, expiry: v5 ? expiry : -1, topicAlias: alias, subIds: v5 ? d.subIds : null }, v5)
+  if (bytes.length > conn.clientMaxPacketSize) return false
+  if (alias > 0 && topic !== '') conn.aliasesOut.set(topic, alias)
+  conn.broker.stats.msgsOut++
+  conn.send(bytes)
+  return true
+}

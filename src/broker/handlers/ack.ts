@@ -1,0 +1,47 @@
+import { decodeAck, encodeAck, PUBACK, PUBCOMP, PUBREC, PUBREL } from '../../codec/acks.ts'
+import { MqttError, RC } from '../../codec/reason-codes.ts'
+import type { Connection } from '../connection.ts'
+import { drainQueue } from '../deliver.ts'
+
+/** PUBACK, PUBREC, PUBREL and PUBCOMP from the client. */
+export function handleAck(conn: Connection, header: number, body: Buffer): void {
+  const ack = decodeAck(header, body, conn.v5)
+  const s = conn.session!
+  switch (ack.type) {
+    case PUBACK: case PUBCOMP: {
+      const f = s.inflight.get(ack.packetId)
+      if (f === undefined) return
+      // [MQTT-4.3.3-?] PUBCOMP completes a QoS 2 flow only after PUBREL; PUBACK only for QoS 1
+      if (ack.type === PUBACK ? f.delivery.qos !== 1 : f.state !== 'pubrel') {
+        throw new MqttError(RC.PROTOCOL_ERROR, `${ack.type === PUBACK ? 'PUBACK' : 'PUBCOMP'} for packet ${ack.packetId} in the wrong state`)
+      }
+      s.inflight.delete(ack.packetId)
+      drainQueue(conn, s)
+      return
+    }
+    case PUBREC: {
+      const f = s.inflight.get(ack.packetId)
+      if (f === undefined) {
+        // [MQTT-4.3.3-?] unknown id: answer PUBREL with 0x92 (v5)
+        conn.send(encodeAck(PUBREL, ack.packetId, RC.PACKET_IDENTIFIER_NOT_FOUND, conn.v5))
+        return
+      }
+      if (f.delivery.qos !== 2) throw new MqttError(RC.PROTOCOL_ERROR, `PUBREC for QoS 1 packet ${ack.packetId}`)
+      if (ack.reason >= 0x80) {
+        // v5: a failed PUBREC ends the flow [MQTT-4.3.3-?]
+        s.inflight.delete(ack.packetId)
+        drainQueue(conn, s)
+        return
+      }
+      // [MQTT-4.3.3-3] answer PUBREC with PUBREL
+      f.state = 'pubrel'
+      conn.send(encodeAck(PUBREL, ack.packetId, 0, conn.v5))
+      return
+    }
+    case PUBREL: {
+      // [MQTT-4.3.3-11] answer PUBREL with PUBCOMP; the id may be reused afterwards
+      const known = s.inboundQos2.delete(ack.packetId)
+      conn.send(encodeAck(PUBCOMP, ack.packetId, known ? 0 : RC.PACKET_IDENTIFIER_NOT_FOUND, conn.v5))
+    }
+  }
+}

@@ -1,0 +1,187 @@
+import type { IConnectPacket, Packet, QoS } from 'mqtt-packet'
+import type { Message } from '../../codec/message.ts'
+import type { ConnectPeek } from '../../codec/packets.ts'
+import { encodeUserProps } from '../../codec/properties.ts'
+import { connackCodeV3, MqttError, RC } from '../../codec/reason-codes.ts'
+import { topicNameError } from '../../topic/validate.ts'
+import type { Connection } from '../connection.ts'
+import { drainQueue, resendInflight } from '../deliver.ts'
+import { runAuthStep } from './auth.ts'
+
+/** [MQTT-3.1.2-2] unsupported protocol level: CONNACK 0x01 and close; [MQTT-3.1.2-1] a wrong
+ * protocol name: close without CONNACK. */
+export function rejectProtocol(conn: Connection, peek: ConnectPeek): void {
+  conn.broker.log.warn('refusing CONNECT: unsupported protocol', {
+    remote: conn.socket.remoteAddress, protocol: peek.protocolName, level: peek.level,
+  })
+  if (peek.protocolName === 'MQTT' || peek.protocolName === 'MQIsdp') conn.send(Buffer.from([0x20, 2, 0, 1]))
+  conn.end()
+}
+
+/** Sends a refusing CONNACK with the reason code (mapped for v3) and closes [MQTT-3.2.2-7]. */
+export function refuse(conn: Connection, code: number, reason: string): void {
+  conn.broker.log.info('connection refused', { clientId: conn.clientId || undefined, remote: conn.socket.remoteAddress, reason: `0x${code.toString(16)}`, error: reason })
+  if (conn.v5) conn.sendPacket({ cmd: 'connack', sessionPresent: false, reasonCode: code, properties: { reasonString: reason } })
+  else conn.sendPacket({ cmd: 'connack', sessionPresent: false, returnCode: connackCodeV3(code) })
+  conn.end()
+}
+
+let assigned = 0
+function assignClientId(): string {
+  assigned = (assigned + 1) % 1e9
+  return `vmqtt-${Date.now().toString(36)}-${assigned.toString(36)}-${Math.random().toString(36).slice(2, 8)}`
+}
+
+const pending = new WeakMap<Connection, { packet: IConnectPacket; assignedId: boolean }>()
+
+/** CONNECT, step by step: validate, identify, authenticate, take over, attach session, CONNACK. */
+export function handleConnect(conn: Connection, packet: Packet | null): void | Promise<void> {
+  if (packet === null) return
+  const p = packet as IConnectPacket
+  const props = p.properties ?? {}
+  if (conn.v5) {
+    // [MQTT-3.1.2-?] Receive Maximum and Maximum Packet Size of 0 are protocol errors
+    if (props.receiveMaximum === 0) return refuse(conn, RC.PROTOCOL_ERROR, 'Receive Maximum of 0')
+    if (props.maximumPacketSize === 0) return refuse(conn, RC.PROTOCOL_ERROR, 'Maximum Packet Size of 0')
+  } else if (p.password !== undefined && p.username === undefined) {
+    // [MQTT-3.1.2-22] v3.1.1: a password requires a user name
+    throw new MqttError(RC.MALFORMED_PACKET, 'password flag set without user name flag')
+  }
+  if (p.will !== undefined && (p.will.qos as number) === 3) throw new MqttError(RC.MALFORMED_PACKET, 'will QoS 3')
+  let assignedId = false
+  if (p.clientId.length === 0) {
+    // [MQTT-3.1.3-8] v3.1.1 with clean session 0 and an empty client id is refused with 0x02
+    if (!conn.v5 && (!p.clean || conn.version === 3)) return refuse(conn, RC.CLIENT_IDENTIFIER_NOT_VALID, 'empty client identifier requires clean session')
+    // [MQTT-3.1.3-6] the server assigns a unique client identifier
+    p.clientId = assignClientId()
+    assignedId = true
+  }
+  conn.clientId = p.clientId
+  conn.username = p.username
+  if (props.authenticationMethod !== undefined) {
+    const method = conn.broker.authMethods.get(props.authenticationMethod)
+    // [MQTT-4.12.0-1] an unsupported authentication method gets CONNACK 0x8C
+    if (method === undefined) return refuse(conn, RC.BAD_AUTHENTICATION_METHOD, `authentication method ${props.authenticationMethod} is not supported`)
+    conn.authMethod = props.authenticationMethod
+    conn.state = 'authenticating'
+    pending.set(conn, { packet: p, assignedId })
+    return runAuthStep(conn, props.authenticationData, false)
+  }
+  return complete(conn, p, assignedId, undefined)
+}
+
+/** Called by the AUTH flow when enhanced authentication of a CONNECT succeeded. */
+export function completePending(conn: Connection, authData: Buffer | undefined): void {
+  const job = pending.get(conn)
+  if (job === undefined) throw new MqttError(RC.PROTOCOL_ERROR, 'no CONNECT awaiting authentication')
+  pending.delete(conn)
+  complete(conn, job.packet, job.assignedId, authData)
+}
+
+function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, authData: Buffer | undefined): void {
+  const broker = conn.broker
+  const cfg = broker.config
+  const props = p.properties ?? {}
+  const id = p.clientId
+  if (broker.closing) return refuse(conn, RC.SERVER_UNAVAILABLE, 'server shutting down')
+  const old = broker.online.get(id)
+  if (old === undefined && broker.online.size >= cfg.mqtt.maxConnections) {
+    return refuse(conn, RC.QUOTA_EXCEEDED, `maximum connections (${cfg.mqtt.maxConnections}) reached`)
+  }
+  const will = buildWill(conn, p)
+  if (typeof will === 'string') return
+  if (old !== undefined) {
+    // [MQTT-3.1.4-3] take over: the existing connection is closed (v5: DISCONNECT 0x8E)
+    broker.log.info('session taken over', { clientId: id })
+    old.disconnect(RC.SESSION_TAKEN_OVER, 'session taken over by a new connection')
+  }
+  let s = broker.sessions.get(id)
+  // [MQTT-3.1.2-4] clean start discards any existing session
+  if (s !== undefined && p.clean) { broker.endSession(s); s = undefined }
+  const sessionPresent = s !== undefined
+  if (s === undefined) s = broker.createSession(id, conn.version)
+  // [MQTT-3.1.3-9] a delayed will of the previous connection is not sent when the session resumes
+  s.pendingWill = null
+  s.version = conn.version
+  s.disconnectedAt = 0
+  let expiry: number
+  if (conn.v5) expiry = Math.min(props.sessionExpiryInterval ?? 0, cfg.limits.maxSessionExpiry)
+  else expiry = p.clean ? 0 : cfg.session.v3Expiry === 0 ? 0xffffffff : cfg.session.v3Expiry
+  s.expiryInterval = expiry
+  conn.session = s
+  conn.will = will
+  conn.state = 'connected'
+  broker.online.set(id, conn)
+  conn.clientReceiveMaximum = props.receiveMaximum ?? 65535
+  conn.clientMaxPacketSize = props.maximumPacketSize ?? 268435460
+  conn.clientTopicAliasMax = props.topicAliasMaximum ?? 0
+  let keepalive = p.keepalive ?? 0
+  let serverKeepAlive: number | undefined
+  const maxKa = cfg.limits.maxKeepalive
+  if (conn.v5 && maxKa > 0 && (keepalive === 0 || keepalive > maxKa)) {
+    keepalive = maxKa
+    serverKeepAlive = maxKa
+  }
+  conn.keepalive = keepalive
+  if (conn.v5) {
+    const lim = cfg.limits
+    const ack: Record<string, unknown> = {
+      receiveMaximum: lim.receiveMaximum,
+      maximumPacketSize: lim.maxPacketSize,
+      topicAliasMaximum: lim.topicAliasMaximum,
+      retainAvailable: lim.retainAvailable,
+      wildcardSubscriptionAvailable: lim.wildcardSubscriptions,
+      subscriptionIdentifiersAvailable: lim.subscriptionIdentifiers,
+      sharedSubscriptionAvailable: lim.sharedSubscriptions,
+    }
+    if (lim.maxQos < 2) ack.maximumQoS = lim.maxQos
+    if (lim.topicAliasMaximum === 0) delete ack.topicAliasMaximum
+    if (expiry !== (props.sessionExpiryInterval ?? 0)) ack.sessionExpiryInterval = expiry
+    if (assignedId) ack.assignedClientIdentifier = id
+    if (serverKeepAlive !== undefined) ack.serverKeepAlive = serverKeepAlive
+    if (conn.authMethod !== undefined) {
+      ack.authenticationMethod = conn.authMethod
+      if (authData !== undefined) ack.authenticationData = authData
+    }
+    conn.sendPacket({ cmd: 'connack', sessionPresent, reasonCode: 0, properties: ack } as Packet)
+  } else {
+    // [MQTT-3.2.2-1..3] session present reflects a resumed session
+    conn.sendPacket({ cmd: 'connack', sessionPresent, returnCode: 0 })
+  }
+  broker.log.debug('client connected', { clientId: id, version: conn.version, clean: p.clean, sessionPresent })
+  if (sessionPresent) {
+    resendInflight(conn, s)
+    drainQueue(conn, s)
+  }
+}
+
+/** Validates the will and turns it into a message; refuses the CONNECT (returns a string) when bad. */
+function buildWill(conn: Connection, p: IConnectPacket): Connection['will'] | string {
+  const w = p.will
+  if (w === undefined) return null
+  const lim = conn.broker.config.limits
+  const err = topicNameError(w.topic, { maxLength: lim.maxTopicLength, maxLevels: lim.maxTopicLevels })
+  if (err !== null) { refuse(conn, RC.TOPIC_NAME_INVALID, `will topic: ${err}`); return err }
+  // [MQTT-3.2.2-12] a will QoS above Maximum QoS is refused with 0x9B
+  if ((w.qos ?? 0) > lim.maxQos) { refuse(conn, RC.QOS_NOT_SUPPORTED, 'will QoS not supported'); return 'qos' }
+  // [MQTT-3.2.2-13] a retained will without retain support is refused with 0x9A
+  if (w.retain && !lim.retainAvailable) { refuse(conn, RC.RETAIN_NOT_SUPPORTED, 'retain not supported'); return 'retain' }
+  const wp = w.properties ?? {}
+  const msgProps: Message['props'] = {}
+  if (wp.payloadFormatIndicator !== undefined) msgProps.payloadFormatIndicator = wp.payloadFormatIndicator ? 1 : 0
+  if (wp.contentType !== undefined) msgProps.contentType = wp.contentType
+  if (wp.responseTopic !== undefined) msgProps.responseTopic = wp.responseTopic
+  if (wp.correlationData !== undefined) msgProps.correlationData = wp.correlationData
+  const up = encodeUserProps(wp.userProperties)
+  if (up !== undefined) msgProps.userProps = up
+  const hasProps = Object.keys(msgProps).length > 0
+  const payload = typeof w.payload === 'string' ? Buffer.from(w.payload) : Buffer.from(w.payload)
+  const expiry = wp.messageExpiryInterval
+  const msg: Message = {
+    topic: w.topic, payload, qos: (w.qos ?? 0) as QoS, retain: w.retain ?? false,
+    props: hasProps ? msgProps : null,
+    expiresAt: 0, origin: p.clientId,
+  }
+  const delay = wp.willDelayInterval ?? 0
+  return { msg, delay, expiry: expiry ?? -1 }
+}

@@ -1,0 +1,74 @@
+import { encodeAck, PUBACK, PUBREC } from '../../codec/acks.ts'
+import type { Message } from '../../codec/message.ts'
+import { decodePublish } from '../../codec/publish.ts'
+import { MqttError, RC } from '../../codec/reason-codes.ts'
+import { topicNameError } from '../../topic/validate.ts'
+import type { Connection } from '../connection.ts'
+import { storeRetained } from '../will.ts'
+
+const utf8 = new TextDecoder('utf-8', { fatal: true })
+
+/** PUBLISH from a client: checks, topic alias, retained store, routing, acknowledgement. */
+export function handlePublish(conn: Connection, header: number, body: Buffer): void {
+  const broker = conn.broker
+  const lim = broker.config.limits
+  const p = decodePublish(header, body, conn.v5)
+  const s = conn.session!
+  // [MQTT-3.2.2-11] QoS above Maximum QoS is a protocol violation (0x9B)
+  if (p.qos > lim.maxQos) throw new MqttError(RC.QOS_NOT_SUPPORTED, `QoS ${p.qos} not supported`)
+  // [MQTT-3.2.2-14] retain when Retain Available is 0 (0x9A)
+  if (p.retain && !lim.retainAvailable) throw new MqttError(RC.RETAIN_NOT_SUPPORTED, 'retain not supported')
+  let topic = p.topic
+  if (p.topicAlias > 0 || (conn.v5 && topic.length === 0)) {
+    // [MQTT-3.3.2-9] [MQTT-3.3.2-10] alias must be 1..Topic Alias Maximum
+    if (p.topicAlias === 0 || p.topicAlias > lim.topicAliasMaximum) {
+      throw new MqttError(RC.TOPIC_ALIAS_INVALID, `topic alias ${p.topicAlias} outside 1..${lim.topicAliasMaximum}`)
+    }
+    if (topic.length > 0) conn.aliasesIn.set(p.topicAlias, topic)
+    else {
+      const known = conn.aliasesIn.get(p.topicAlias)
+      if (known === undefined) throw new MqttError(RC.PROTOCOL_ERROR, `unknown topic alias ${p.topicAlias}`)
+      topic = known
+    }
+  }
+  const err = topicNameError(topic, { maxLength: lim.maxTopicLength, maxLevels: lim.maxTopicLevels })
+  if (err !== null) throw new MqttError(RC.TOPIC_NAME_INVALID, `invalid topic name: ${err}`)
+  if (p.qos === 2 && s.inboundQos2.has(p.packetId)) {
+    // [MQTT-4.3.3-9] a resent QoS 2 PUBLISH before PUBREL is not delivered again
+    conn.send(encodeAck(PUBREC, p.packetId, 0, conn.v5))
+    return
+  }
+  if (p.qos > 0 && conn.v5 && p.qos === 2 && s.inboundQos2.size >= lim.receiveMaximum) {
+    // [MQTT-3.3.4-9] more unacknowledged QoS 2 PUBLISH than our Receive Maximum
+    throw new MqttError(RC.RECEIVE_MAXIMUM_EXCEEDED, `more than ${lim.receiveMaximum} unacknowledged QoS 2 messages`)
+  }
+  if (p.props?.payloadFormatIndicator === 1 && !validUtf8(p.payload)) {
+    // [MQTT-3.3.2-4] payload marked as UTF-8 must be UTF-8
+    if (p.qos === 0) throw new MqttError(RC.PAYLOAD_FORMAT_INVALID, 'payload is not valid UTF-8')
+    conn.send(encodeAck(p.qos === 1 ? PUBACK : PUBREC, p.packetId, RC.PAYLOAD_FORMAT_INVALID, conn.v5))
+    return
+  }
+  const msg: Message = {
+    topic, payload: p.payload, qos: p.qos, retain: p.retain, props: p.props,
+    expiresAt: p.expiry >= 0 ? Date.now() + p.expiry * 1000 : 0, origin: conn.clientId,
+  }
+  if (p.retain) storeRetained(broker, msg)
+  const n = broker.publish(msg)
+  if (p.qos === 0) return
+  // v5: 0x10 No matching subscribers is informational
+  const reason = n === 0 && conn.v5 ? RC.NO_MATCHING_SUBSCRIBERS : 0
+  if (p.qos === 1) conn.send(encodeAck(PUBACK, p.packetId, reason, conn.v5))
+  else {
+    s.inboundQos2.add(p.packetId)
+    conn.send(encodeAck(PUBREC, p.packetId, reason, conn.v5))
+  }
+}
+
+function validUtf8(b: Buffer): boolean {
+  try {
+    utf8.decode(b)
+    return true
+  } catch {
+    return false
+  }
+}

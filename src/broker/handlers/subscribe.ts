@@ -1,0 +1,84 @@
+import type { ISubscribePacket, Packet, QoS } from 'mqtt-packet'
+import { MqttError, RC } from '../../codec/reason-codes.ts'
+import type { Subscription } from '../../session/types.ts'
+import { filterMatches } from '../../topic/match.ts'
+import { parseShared, topicFilterError } from '../../topic/validate.ts'
+import type { Connection } from '../connection.ts'
+
+/** SUBSCRIBE: validate each filter, grant QoS, answer SUBACK, then send retained messages. */
+export function handleSubscribe(conn: Connection, packet: Packet): void {
+  const p = packet as ISubscribePacket
+  const broker = conn.broker
+  const lim = broker.config.limits
+  const s = conn.session!
+  // [MQTT-2.2.1-3] SUBSCRIBE needs a non-zero packet identifier
+  if (!p.messageId) throw new MqttError(RC.MALFORMED_PACKET, 'SUBSCRIBE with packet identifier 0')
+  // [MQTT-3.8.3-2] at least one topic filter
+  if (p.subscriptions.length === 0) throw new MqttError(RC.PROTOCOL_ERROR, 'SUBSCRIBE with no topic filters')
+  const subId = p.properties?.subscriptionIdentifier ?? 0
+  if (conn.v5 && p.properties?.subscriptionIdentifier !== undefined) {
+    if (!lim.subscriptionIdentifiers) throw new MqttError(RC.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED, 'subscription identifiers not supported')
+    if (subId === 0) throw new MqttError(RC.PROTOCOL_ERROR, 'subscription identifier 0')
+  }
+  const failure = conn.v5 ? RC.TOPIC_FILTER_INVALID : 0x80
+  const granted: number[] = []
+  const retainedFor: Subscription[] = []
+  for (const req of p.subscriptions) {
+    const parsed = parseShared(req.topic)
+    if (typeof parsed === 'string') { granted.push(conn.v5 ? RC.TOPIC_FILTER_INVALID : 0x80); continue }
+    const err = topicFilterError(parsed.filter, { maxLength: lim.maxTopicLength, maxLevels: lim.maxTopicLevels })
+    if (err !== null) {
+      broker.log.debug('subscription refused', { clientId: conn.clientId, filter: req.topic, error: err })
+      granted.push(failure)
+      continue
+    }
+    if (parsed.group !== null) {
+      if (!lim.sharedSubscriptions) { granted.push(conn.v5 ? RC.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED : 0x80); continue }
+      // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error
+      if (conn.v5 && req.nl) throw new MqttError(RC.PROTOCOL_ERROR, 'No Local set on a shared subscription')
+    }
+    if (!lim.wildcardSubscriptions && (parsed.filter.includes('+') || parsed.filter.includes('#'))) {
+      granted.push(conn.v5 ? RC.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED : 0x80)
+      continue
+    }
+    const qos = Math.min(req.qos, lim.maxQos) as QoS
+    const sub: Subscription = {
+      clientId: s.clientId, raw: req.topic, filter: parsed.filter, group: parsed.group, qos,
+      noLocal: conn.v5 ? req.nl === true : false,
+      retainAsPublished: conn.v5 ? req.rap === true : false,
+      retainHandling: conn.v5 ? ((req.rh ?? 0) as 0 | 1 | 2) : 0,
+      subId: conn.v5 ? subId : 0,
+    }
+    // [MQTT-3.8.4-3] a subscription with the same filter replaces the old one
+    const existed = s.subscriptions.has(req.topic)
+    if (existed) broker.removeSubscription(s, req.topic)
+    broker.addSubscription(s, sub)
+    granted.push(qos)
+    // [MQTT-3.3.1-10] retain handling 0: send; 1: only if new; 2: never. Not for shared subscriptions.
+    if (sub.group === null && (sub.retainHandling === 0 || (sub.retainHandling === 1 && !existed))) retainedFor.push(sub)
+  }
+  // [MQTT-3.8.4-1] SUBACK with the same packet identifier, one code per filter [MQTT-3.8.4-6]
+  conn.sendPacket({ cmd: 'suback', messageId: p.messageId, granted } as Packet)
+  if (retainedFor.length > 0) sendRetained(conn, retainedFor)
+  if (s.expiryInterval > 0) broker.saveSession(s)
+}
+
+/** [MQTT-3.3.1-8] retained messages go out with RETAIN set, at min(message, granted) QoS. */
+function sendRetained(conn: Connection, subs: Subscription[]): void {
+  const broker = conn.broker
+  const s = conn.session!
+  const now = Date.now()
+  for (const msg of broker.store.allRetained()) {
+    if (msg.expiresAt > 0 && msg.expiresAt <= now) { broker.store.deleteRetained(msg.topic); continue }
+    let best: Subscription | null = null
+    const ids: number[] = []
+    for (const sub of subs) {
+      if (!filterMatches(sub.filter, msg.topic)) continue
+      if (best === null || sub.qos > best.qos) best = sub
+      if (sub.subId > 0) ids.push(sub.subId)
+    }
+    if (best === null) continue
+    const qos = (msg.qos < best.qos ? msg.qos : best.qos) as QoS
+    broker.deliverTo(s, { msg, qos, retain: true, subIds: ids.length > 0 ? ids : null })
+  }
+}

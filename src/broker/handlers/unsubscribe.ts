@@ -1,0 +1,21 @@
+import type { IUnsubscribePacket, Packet } from 'mqtt-packet'
+import { MqttError, RC } from '../../codec/reason-codes.ts'
+import type { Connection } from '../connection.ts'
+
+/** UNSUBSCRIBE: remove each filter; v5 UNSUBACK says per filter whether it existed. */
+export function handleUnsubscribe(conn: Connection, packet: Packet): void {
+  const p = packet as IUnsubscribePacket
+  const s = conn.session!
+  if (!p.messageId) throw new MqttError(RC.MALFORMED_PACKET, 'UNSUBSCRIBE with packet identifier 0')
+  // [MQTT-3.10.3-2] at least one topic filter
+  if (p.unsubscriptions.length === 0) throw new MqttError(RC.PROTOCOL_ERROR, 'UNSUBSCRIBE with no topic filters')
+  const codes: number[] = []
+  for (const raw of p.unsubscriptions) {
+    const removed = conn.broker.removeSubscription(s, raw)
+    codes.push(removed ? RC.SUCCESS : RC.NO_SUBSCRIPTION_EXISTED)
+  }
+  if (s.expiryInterval > 0) conn.broker.saveSession(s)
+  // [MQTT-3.10.4-4] UNSUBACK with the same packet identifier
+  if (conn.v5) conn.sendPacket({ cmd: 'unsuback', messageId: p.messageId, granted: codes } as Packet)
+  else conn.sendPacket({ cmd: 'unsuback', messageId: p.messageId } as unknown as Packet)
+}

@@ -1,0 +1,34 @@
+import pkg from '../../package.json' with { type: 'json' }
+import type { Message } from '../codec/message.ts'
+import type { Broker } from './broker.ts'
+
+export const VERSION: string = pkg.version
+
+/** Publishes broker statistics under $SYS/broker/ as retained QoS 0 messages. */
+export function publishSys(broker: Broker): void {
+  const st = broker.stats
+  let subscriptions = 0
+  for (const s of broker.sessions.values()) subscriptions += s.subscriptions.size
+  const values: [string, string | number][] = [
+    ['version', `vmqtt ${VERSION}`],
+    ['uptime', `${Math.floor((Date.now() - broker.startedAt) / 1000)} seconds`],
+    ['clients/connected', broker.online.size],
+    ['clients/total', broker.sessions.size],
+    ['subscriptions/count', subscriptions],
+    ['retained messages/count', broker.store.retainedCount()],
+    ['messages/received', st.msgsIn],
+    ['messages/sent', st.msgsOut],
+    ['messages/dropped', st.dropped],
+    ['bytes/received', st.bytesIn],
+    ['bytes/sent', st.bytesOut],
+  ]
+  for (const [topic, value] of values) {
+    const msg: Message = {
+      topic: `$SYS/broker/${topic}`, payload: Buffer.from(String(value)), qos: 0, retain: true,
+      props: null, expiresAt: 0, origin: '',
+    }
+    broker.store.setRetained(msg)
+    broker.publish(msg)
+    st.msgsIn--
+  }
+}

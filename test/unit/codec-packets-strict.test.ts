@@ -1,0 +1,98 @@
+/**
+ * decodePacket strictness: malformed and protocol-violating packets built with the independent
+ * builder. The test.todo entries document places where decodePacket (via mqtt-packet) accepts
+ * a packet the spec forbids; they fail today and are reported to the lead.
+ */
+import { describe, expect, test } from 'bun:test'
+import type { ProtocolVersion } from '../../src/codec/packets.ts'
+import { decodePacket } from '../../src/codec/packets.ts'
+import { MqttError } from '../../src/codec/reason-codes.ts'
+import * as b from '../helpers/packet-builder.ts'
+
+function errorCode(bytes: Buffer, version: ProtocolVersion): number {
+  const { header, body } = b.splitFrame(bytes)
+  try {
+    decodePacket(header, body, version)
+  } catch (e) {
+    if (e instanceof MqttError) return e.code
+    throw new Error(`expected MqttError, got ${String(e)}`)
+  }
+  throw new Error(`expected MqttError, ${bytes.toString('hex')} was accepted`)
+}
+
+describe('rejected today', () => {
+  test('unknown CONNECT property is malformed (0x81)', () => {
+    expect(errorCode(b.connect({ version: 5, clientId: 'x', properties: { raw: [0x7f, 0x00] } }), 5)).toBe(0x81)
+  })
+
+  test('[MQTT-3.8.3-5] v5 SUBSCRIBE option reserved bits set is malformed (0x81)', () => {
+    expect(errorCode(b.subscribe(1, [{ topic: 'a', options: 0x40 }], { version: 5 }), 5)).toBe(0x81)
+  })
+
+  test('v3.1.1 SUBSCRIBE option bits 7-2 set is malformed (0x81)', () => {
+    expect(errorCode(b.subscribe(1, [{ topic: 'a', options: 0x04 }]), 4)).toBe(0x81)
+  })
+
+  test('v5 SUBSCRIBE Retain Handling 3 is malformed (0x81)', () => {
+    expect(errorCode(b.subscribe(1, [{ topic: 'a', rh: 3 }], { version: 5 }), 5)).toBe(0x81)
+  })
+
+  test('AUTH on a v3.1.1 connection is malformed (0x81)', () => {
+    expect(errorCode(b.auth(), 4)).toBe(0x81)
+  })
+
+  test('DISCONNECT v5 with an undefined reason code is malformed (0x81)', () => {
+    expect(errorCode(b.disconnect({ version: 5, reason: 0x03 }), 5)).toBe(0x81)
+  })
+
+  test('AUTH v5 with an undefined reason code is malformed (0x81)', () => {
+    expect(errorCode(b.auth({ reason: 0x01 }), 5)).toBe(0x81)
+  })
+
+  test('[MQTT-3.1.2-1] CONNECT with protocol name "HTTP" is rejected', () => {
+    expect(errorCode(b.connect({ protocolName: 'HTTP', protocolLevel: 4 }), 4)).toBe(0x81)
+  })
+
+  test('[MQTT-3.10.1-1] UNSUBSCRIBE with reserved flags 0000 is malformed (0x81)', () => {
+    const bytes = b.unsubscribe(1, ['a'])
+    bytes[0] = 0xa0
+    expect(errorCode(bytes, 4)).toBe(0x81)
+  })
+})
+
+describe('accepted today although the spec forbids them (src bugs)', () => {
+  test.todo('a CONNECT property included twice is a Protocol Error (0x82), not an array value', () => {
+    const bytes = b.connect({ version: 5, clientId: 'x', properties: { sessionExpiry: 10, raw: [0x11, 0, 0, 0, 20] } })
+    expect(errorCode(bytes, 5)).toBe(0x82)
+  })
+
+  test.todo('[MQTT-1.5.4-1] ill-formed UTF-8 in a CONNECT user property is malformed (0x81)', () => {
+    const bytes = b.connect({ version: 5, clientId: 'x', properties: { raw: [0x26, 0, 1, 0xff, 0, 1, 0x61] } })
+    expect(errorCode(bytes, 5)).toBe(0x81)
+  })
+
+  test.todo('[MQTT-3.1.2-12] will QoS 3 is malformed (0x81)', () => {
+    const bytes = b.connect({ version: 5, clientId: 'x', flags: 0x1e, will: { topic: 't', payload: 'p' } })
+    expect(errorCode(bytes, 5)).toBe(0x81)
+  })
+
+  test.todo('[MQTT-2.2.1-3] SUBSCRIBE with packet identifier 0 is malformed (0x81)', () => {
+    expect(errorCode(b.subscribe(0, ['a']), 4)).toBe(0x81)
+  })
+
+  test.todo('[MQTT-3.8.3-2] SUBSCRIBE without any topic filter is a Protocol Error', () => {
+    expect(errorCode(b.frame(b.TYPE.SUBSCRIBE, 2, [0, 1]), 4)).toBeGreaterThanOrEqual(0x80)
+  })
+
+  test.todo('[MQTT-3.10.3-2] UNSUBSCRIBE without any topic filter is a Protocol Error', () => {
+    expect(errorCode(b.frame(b.TYPE.UNSUBSCRIBE, 2, [0, 1]), 4)).toBeGreaterThanOrEqual(0x80)
+  })
+
+  test.todo('a Subscription Identifier of 0 is a Protocol Error (0x82)', () => {
+    expect(errorCode(b.subscribe(1, ['a'], { version: 5, properties: { subscriptionIdentifier: 0 } }), 5)).toBe(0x82)
+  })
+
+  test.todo('bytes after the end of a CONNECT payload make it malformed (0x81)', () => {
+    expect(errorCode(b.connect({ version: 4, clientId: 'x', trailing: [1, 2, 3] }), 4)).toBe(0x81)
+  })
+})
