@@ -76,10 +76,6 @@ export const ConfigSchema = v.strictObject({
     /** Seconds between $SYS publications; 0 disables them. */
     interval: int(0, 86400, 10),
   }), {}),
-  auth: v.optional(v.strictObject({
-    /** Enhanced authentication methods accepted (v5 AUTH); empty = none. */
-    methods: v.optional(v.array(v.string()), []),
-  }), {}),
 })
 
 export type ConfigInput = v.InferInput<typeof ConfigSchema>
