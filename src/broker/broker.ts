@@ -184,8 +184,9 @@ export class Broker {
     if (this.#closing) return
     this.#closing = true
     for (const t of this.#timers) clearInterval(t)
-    for (const l of this.listeners) l.stop()
+    for (const l of this.listeners) l.stop(false)
     for (const conn of [...this.connections]) conn.disconnect(RC.SERVER_SHUTTING_DOWN, 'server shutting down')
+    for (const l of this.listeners) l.stop(true)
     for (const s of this.sessions.values()) if (s.expiryInterval > 0) this.saveSession(s)
     await this.store.close()
   }

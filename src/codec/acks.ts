@@ -1,4 +1,6 @@
 import { MqttError, RC } from './reason-codes.ts'
+import { decodeUtf8 } from './utf8.ts'
+import { readVarint } from './varint.ts'
 
 export const PUBACK = 4
 export const PUBREC = 5
@@ -33,21 +35,40 @@ export function decodeAck(header: number, body: Buffer, v5: boolean): InAck {
     const ok = type === PUBREL || type === PUBCOMP ? PUBREL_CODES.has(reason) : PUBACK_CODES.has(reason)
     if (!ok) throw new MqttError(RC.MALFORMED_PACKET, `${name} with invalid reason code 0x${reason.toString(16)}`)
     if (body.length > 3) {
-      // properties: only checked for consistent length; reason string and user properties are informational
-      let len = 0, mult = 1, pos = 3, done = false
-      for (let n = 0; n < 4 && pos < body.length; n++) {
-        const b = body[pos++]!
-        len += (b & 0x7f) * mult
-        mult *= 128
-        if ((b & 0x80) === 0) { done = true; break }
-      }
-      if (!done || pos + len !== body.length) throw new MqttError(RC.MALFORMED_PACKET, `${name} with bad property length`)
+      checkAckProps(body, name!)
     }
   }
   return { type, packetId, reason }
 }
 
-/** Encodes an ack. In v5 the reason code is omitted when it is Success [MQTT-3.4.2-1]. */
+/** Ack properties may only be Reason String (0x1F, once) and User Properties (0x26). */
+function checkAckProps(body: Buffer, name: string): void {
+  const bad = (what: string) => new MqttError(RC.MALFORMED_PACKET, `${name} ${what}`)
+  const vi = readVarint(body, 3, body.length)
+  if (vi === null || vi[1] + vi[0] !== body.length) throw bad('with bad property length')
+  let pos = vi[1]
+  let reasonString = false
+  const str = () => {
+    if (pos + 2 > body.length) throw bad('with a truncated property')
+    const l = (body[pos]! << 8) | body[pos + 1]!
+    if (pos + 2 + l > body.length) throw bad('with a truncated property')
+    decodeUtf8(body, pos + 2, pos + 2 + l, `${name} property`)
+    pos += 2 + l
+  }
+  while (pos < body.length) {
+    const id = body[pos++]!
+    if (id === 0x1f) {
+      if (reasonString) throw new MqttError(RC.PROTOCOL_ERROR, `${name} with Reason String twice`)
+      reasonString = true
+      str()
+    } else if (id === 0x26) {
+      str()
+      str()
+    } else throw bad(`with invalid property 0x${id.toString(16)}`)
+  }
+}
+
+/** Encodes an ack. In v5 the reason code is omitted when it is Success (spec 3.4.2.1). */
 export function encodeAck(type: number, packetId: number, reason: number, v5: boolean): Buffer {
   const first = (type << 4) | (type === PUBREL ? 2 : 0)
   if (v5 && reason !== 0) return Buffer.from([first, 3, packetId >> 8, packetId & 0xff, reason])

@@ -41,12 +41,12 @@ export class Framer {
         remaining += (b & 0x7f) * mult
         mult *= 128
         if ((b & 0x80) === 0) { complete = true; break }
-        // [MQTT-1.5.5-1] a Variable Byte Integer uses at most four bytes
+        // spec 1.5.5: a Variable Byte Integer has at most four bytes
         if (n === 3) throw new MqttError(RC.MALFORMED_PACKET, 'malformed remaining length (more than 4 bytes)')
       }
       if (!complete) break
       const total = i - pos + remaining
-      // [MQTT-3.1.2-24] reject a packet larger than the Maximum Packet Size before buffering it
+      // spec 3.2.2.3.6: reject a packet larger than our Maximum Packet Size before buffering it
       if (total > this.#max) {
         throw new MqttError(RC.PACKET_TOO_LARGE, `packet of ${total} bytes exceeds maximum packet size ${this.#max}`)
       }

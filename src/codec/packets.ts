@@ -33,33 +33,68 @@ export function decodePacket(header: number, body: Buffer, version: ProtocolVers
   const parser = mqttPacket.parser({ protocolVersion: version })
   let result: Packet | null = null
   let error: Error | null = null
-  parser.on('packet', (p: Packet) => { result ??= p })
+  let end = -1
+  parser.on('packet', (p: Packet) => {
+    if (result !== null) return
+    result = p
+    end = (parser as unknown as { _pos: number })._pos
+  })
   parser.on('error', (e: Error) => { error ??= e })
   parser.parse(frame)
   if (error !== null) throw new MqttError(RC.MALFORMED_PACKET, (error as Error).message)
   if (result === null) throw new MqttError(RC.MALFORMED_PACKET, 'incomplete packet')
+  // mqtt-packet ignores bytes after the last field of a CONNECT; the spec's lengths must add up
+  if ((result as Packet).cmd === 'connect' && end !== body.length) {
+    throw new MqttError(RC.MALFORMED_PACKET, 'CONNECT has bytes after its payload')
+  }
   checkStrings(result, body)
   return result
 }
 
-/** mqtt-packet decodes strings leniently; [MQTT-1.5.4-1] ill-formed UTF-8 and [MQTT-1.5.4-2]
- * U+0000 make the packet malformed. */
+/** Collects every string in a decoded packet (binary fields are Buffers, not strings). */
+function collectStrings(v: unknown, out: string[]): void {
+  if (typeof v === 'string') out.push(v)
+  else if (Array.isArray(v)) for (const x of v) collectStrings(x, out)
+  else if (v !== null && typeof v === 'object' && !Buffer.isBuffer(v)) {
+    for (const [k, x] of Object.entries(v)) {
+      if (k === 'cmd' || k === 'protocolId') continue
+      out.push(k)
+      collectStrings(x, out)
+    }
+  }
+}
+
+function countReplacement(body: Buffer): number {
+  let n = 0
+  for (let i = body.indexOf(REPLACEMENT); i >= 0; i = body.indexOf(REPLACEMENT, i + 3)) n++
+  return n
+}
+
+/**
+ * mqtt-packet decodes strings leniently (ill-formed bytes become U+FFFD) and turns a repeated
+ * property into an array. [MQTT-1.5.4-1] ill-formed UTF-8 and [MQTT-1.5.4-2] U+0000 make the
+ * packet malformed; [MQTT-2.2.2-2] a property other than User Property included twice is a
+ * protocol error.
+ */
 function checkStrings(p: Packet, body: Buffer): void {
   const strings: string[] = []
-  if (p.cmd === 'connect') {
-    const c = p as IConnectPacket
-    strings.push(c.clientId)
-    if (c.username !== undefined) strings.push(c.username)
-    if (c.will !== undefined) strings.push(c.will.topic)
-  } else if (p.cmd === 'subscribe') {
-    for (const s of p.subscriptions) strings.push(s.topic)
-  } else if (p.cmd === 'unsubscribe') {
-    for (const s of p.unsubscriptions) strings.push(s)
-  }
-  const hasReplacement = body.includes(REPLACEMENT)
+  collectStrings(p, strings)
+  let replacements = 0
   for (const s of strings) {
     if (s.includes('\u0000')) throw new MqttError(RC.MALFORMED_PACKET, 'string contains U+0000')
-    if (!hasReplacement && s.includes('\ufffd')) throw new MqttError(RC.MALFORMED_PACKET, 'string is not well-formed UTF-8')
+    for (let i = s.indexOf('\ufffd'); i >= 0; i = s.indexOf('\ufffd', i + 1)) replacements++
+  }
+  // every U+FFFD in the strings must stand for a real EF BF BD in the packet
+  if (replacements > 0 && replacements > countReplacement(body)) {
+    throw new MqttError(RC.MALFORMED_PACKET, 'string is not well-formed UTF-8')
+  }
+  const lists: unknown[] = [(p as { properties?: unknown }).properties]
+  if (p.cmd === 'connect') lists.push(p.will?.properties)
+  for (const props of lists) {
+    if (props === undefined || props === null) continue
+    for (const [k, v] of Object.entries(props)) {
+      if (k !== 'userProperties' && Array.isArray(v)) throw new MqttError(RC.PROTOCOL_ERROR, `property ${k} included more than once`)
+    }
   }
 }
 

@@ -81,6 +81,8 @@ export function decodePublish(header: number, body: Buffer, v5: boolean): InPubl
             if (pos + 2 > pend) throw malformed('truncated topic alias')
             topicAlias = (body[pos]! << 8) | body[pos + 1]!
             pos += 2
+            // [MQTT-3.3.2-8] a Topic Alias of 0 is not permitted
+            if (topicAlias === 0) throw new MqttError(RC.TOPIC_ALIAS_INVALID, 'topic alias 0')
             break
           case 0x03: case 0x08: {
             if (pos + 2 > pend) throw malformed('truncated string property')

@@ -68,6 +68,10 @@ export function loadConfig(opts: LoadOptions = {}): Readonly<Config> {
     const lines = result.issues.map((issue) => {
       const path = issue.path?.map((p) => String(p.key)) ?? []
       const key = path.join('.')
+      if (issue.expected === 'never' || issue.message.startsWith('Invalid key')) {
+        const section = path.length > 1 ? (base[path[0]!] ?? {}) : base
+        return `unknown config key ${key} (allowed: ${Object.keys(section).join(', ')})`
+      }
       const envHint = path.length === 2 ? ` (${envName(path[0]!, path[1]!)})` : ''
       const value = JSON.stringify(issue.input)
       return `config key ${key || '(root)'}${envHint}: value ${value} is invalid: ${issue.message}`
@@ -85,8 +89,8 @@ function deepFreeze<T>(o: T): T {
   return o
 }
 
-/** The config as JSON with secrets masked (keys named like password, secret, key, token). */
+/** The config as JSON with secrets masked (keys named like password, secret, token, private key, api key). */
 export function maskSecrets(config: unknown): unknown {
   return JSON.parse(JSON.stringify(config, (k, val) =>
-    /password|secret|token|privatekey/i.test(k) && typeof val === 'string' ? '***' : val))
+    /password|secret|token|privatekey|apikey/i.test(k) && typeof val === 'string' ? '***' : val))
 }

@@ -1,10 +1,11 @@
 import type { Message } from '../codec/message.ts'
+import { TopicTree } from '../topic/topic-tree.ts'
 import type { SessionRecord, Store } from './types.ts'
 
 /** Keeps everything in process memory: fast, and gone when the process ends. */
 export class MemoryStore implements Store {
   readonly kind = 'memory'
-  #retained = new Map<string, Message>()
+  #retained = new TopicTree<Message>()
   #sessions = new Map<string, SessionRecord>()
 
   async open(): Promise<void> {}
@@ -28,6 +29,10 @@ export class MemoryStore implements Store {
 
   allRetained(): Iterable<Message> {
     return this.#retained.values()
+  }
+
+  matchRetained(filter: string, visit: (msg: Message) => void): void {
+    this.#retained.match(filter, visit)
   }
 
   saveSession(rec: SessionRecord): void {

@@ -25,6 +25,8 @@ export interface Store {
   deleteRetained(topic: string): void
   retainedCount(): number
   allRetained(): Iterable<Message>
+  /** Visits the retained messages whose topics match a filter. */
+  matchRetained(filter: string, visit: (msg: Message) => void): void
 
   saveSession(rec: SessionRecord): void
   deleteSession(clientId: string): void

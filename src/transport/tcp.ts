@@ -41,7 +41,7 @@ export function listenTcp(host: string, port: number, accept: Accept): Listener 
     name: 'mqtt',
     host,
     port: server.port,
-    stop: () => server.stop(true),
+    stop: (force = false) => server.stop(force),
   }
 }
 

@@ -18,7 +18,8 @@ export interface Listener {
   readonly name: string
   readonly host: string
   readonly port: number
-  stop(): void
+  /** Stops accepting; with force, also closes every open connection. */
+  stop(force?: boolean): void
 }
 
 /** Creates the per-connection sink for a new socket. */

@@ -20,7 +20,7 @@ afterAll(() => {
 })
 
 /** Reads JSON log lines from the child's stdout until one satisfies pred. */
-async function waitForLog(reader: ReadableStreamDefaultReader<Uint8Array>, pred: (l: Record<string, unknown>) => boolean, ms = 10_000): Promise<Record<string, unknown>> {
+async function waitForLog(reader: { read(): Promise<{ value?: Uint8Array; done: boolean }> }, pred: (l: Record<string, unknown>) => boolean, ms = 10_000): Promise<Record<string, unknown>> {
   const decoder = new TextDecoder()
   let buf = ''
   const deadline = Date.now() + ms

@@ -20,7 +20,7 @@ type Wake = () => void
 
 export class RawClient {
   #socket: Socket
-  #pending = Buffer.alloc(0)
+  #pending: Buffer = Buffer.alloc(0)
   #frames: Buffer[] = []
   #wakers = new Set<Wake>()
   #closed = false

@@ -1,5 +1,6 @@
 import type { ISubscribePacket, Packet, QoS } from 'mqtt-packet'
 import { MqttError, RC } from '../../codec/reason-codes.ts'
+import type { Message } from '../../codec/message.ts'
 import type { Subscription } from '../../session/types.ts'
 import { filterMatches } from '../../topic/match.ts'
 import { parseShared, topicFilterError } from '../../topic/validate.ts'
@@ -68,7 +69,9 @@ function sendRetained(conn: Connection, subs: Subscription[]): void {
   const broker = conn.broker
   const s = conn.session!
   const now = Date.now()
-  for (const msg of broker.store.allRetained()) {
+  const found = new Map<string, Message>()
+  for (const sub of subs) broker.store.matchRetained(sub.filter, (msg) => { found.set(msg.topic, msg) })
+  for (const msg of found.values()) {
     if (msg.expiresAt > 0 && msg.expiresAt <= now) { broker.store.deleteRetained(msg.topic); continue }
     let best: Subscription | null = null
     const ids: number[] = []
