@@ -170,7 +170,11 @@ export class Connection implements ConnectionSink {
   }
 
   drain(): void {
-    if (this.#backlog !== null) this.#write(this.#backlog)
+    try {
+      if (this.#backlog !== null) this.#write(this.#backlog)
+    } catch (e) {
+      this.fail(e)
+    }
   }
 
   /**
@@ -190,15 +194,22 @@ export class Connection implements ConnectionSink {
   end(): void {
     if (this.state === 'closed') return
     this.flush()
-    this.broker.connectionClosed(this)
-    this.state = 'closed'
+    this.#closed()
     try { this.socket.end() } catch { /* already closed */ }
   }
 
-  /** Called by the transport when the socket closed (by either side). */
+  /** Called by the transport when the socket closed (by either side). Never throws. */
   close(): void {
     if (this.state === 'closed') return
-    this.broker.connectionClosed(this)
+    this.#closed()
+  }
+
+  #closed(): void {
+    try {
+      this.broker.connectionClosed(this)
+    } catch (e) {
+      this.broker.log.error('error while closing connection', { clientId: this.clientId || undefined, error: String((e as Error)?.stack ?? e) })
+    }
     this.state = 'closed'
   }
 }

@@ -1,7 +1,7 @@
 import mqttPacket from 'mqtt-packet'
 import type { IConnectPacket, Packet } from 'mqtt-packet'
 import { MqttError, RC } from './reason-codes.ts'
-import { varintSize, writeVarint } from './varint.ts'
+import { readVarint, varintSize, writeVarint } from './varint.ts'
 
 export type { Packet } from 'mqtt-packet'
 export type ProtocolVersion = 3 | 4 | 5
@@ -48,7 +48,47 @@ export function decodePacket(header: number, body: Buffer, version: ProtocolVers
     throw new MqttError(RC.MALFORMED_PACKET, 'CONNECT has bytes after its payload')
   }
   checkStrings(result, body)
+  if (version === 5 && (result as Packet).cmd === 'connect') {
+    const wp = (result as IConnectPacket).will?.properties as WillPropsRaw | undefined
+    if (wp?.userProperties !== undefined) wp.rawUserProps = willUserProps(body)
+  }
   return result
+}
+
+/** Will properties as decoded, plus their User Property entries as they were on the wire. */
+export type WillPropsRaw = NonNullable<NonNullable<IConnectPacket['will']>['properties']> & { rawUserProps?: Buffer }
+
+/**
+ * The Will Properties' User Property (0x26) entries of a v5 CONNECT body, raw and in order:
+ * mqtt-packet groups repeated names, which loses their order [MQTT-3.1.3-10]. Only for a
+ * body mqtt-packet has accepted; undefined when there is no will or a property is unknown.
+ */
+export function willUserProps(body: Buffer): Buffer | undefined {
+  let pos = 2 + ((body[0]! << 8) | body[1]!)
+  if ((body[pos + 1]! & 0x04) === 0) return undefined
+  pos += 4 // level, flags, keep alive
+  const props = readVarint(body, pos, body.length)
+  if (props === null) return undefined
+  pos = props[1] + props[0]
+  pos += 2 + ((body[pos]! << 8) | body[pos + 1]!) // client identifier
+  const will = readVarint(body, pos, body.length)
+  if (will === null) return undefined
+  pos = will[1]
+  const end = will[1] + will[0]
+  const u16 = (at: number) => (body[at]! << 8) | body[at + 1]!
+  const parts: Buffer[] = []
+  while (pos < end) {
+    const id = body[pos]!
+    let size: number
+    if (id === 0x01) size = 2
+    else if (id === 0x02 || id === 0x18) size = 5
+    else if (id === 0x03 || id === 0x08 || id === 0x09) size = 3 + u16(pos + 1)
+    else if (id === 0x26) size = 3 + u16(pos + 1) + 2 + u16(pos + 3 + u16(pos + 1))
+    else return undefined
+    if (id === 0x26) parts.push(body.subarray(pos, pos + size))
+    pos += size
+  }
+  return parts.length > 0 ? Buffer.concat(parts) : undefined
 }
 
 /** Collects every string in a decoded packet (binary fields are Buffers, not strings). */

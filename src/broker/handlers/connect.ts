@@ -1,6 +1,6 @@
 import type { IConnectPacket, Packet, QoS } from 'mqtt-packet'
 import type { Message } from '../../codec/message.ts'
-import type { ConnectPeek } from '../../codec/packets.ts'
+import type { ConnectPeek, WillPropsRaw } from '../../codec/packets.ts'
 import { encodeUserProps } from '../../codec/properties.ts'
 import { connackCodeV3, MqttError, RC } from '../../codec/reason-codes.ts'
 import { topicNameError } from '../../topic/validate.ts'
@@ -172,7 +172,8 @@ function buildWill(conn: Connection, p: IConnectPacket): Connection['will'] | st
   if (wp.contentType !== undefined) msgProps.contentType = wp.contentType
   if (wp.responseTopic !== undefined) msgProps.responseTopic = wp.responseTopic
   if (wp.correlationData !== undefined) msgProps.correlationData = wp.correlationData
-  const up = encodeUserProps(wp.userProperties)
+  // [MQTT-3.1.3-10] keep the order of the will's User Properties (raw bytes from the codec)
+  const up = (wp as WillPropsRaw).rawUserProps ?? encodeUserProps(wp.userProperties)
   if (up !== undefined) msgProps.userProps = up
   const hasProps = Object.keys(msgProps).length > 0
   const payload = typeof w.payload === 'string' ? Buffer.from(w.payload) : Buffer.from(w.payload)

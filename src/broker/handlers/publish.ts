@@ -20,8 +20,10 @@ export function handlePublish(conn: Connection, header: number, body: Buffer): v
   if (p.retain && !lim.retainAvailable) throw new MqttError(RC.RETAIN_NOT_SUPPORTED, 'retain not supported')
   let topic = p.topic
   if (p.topicAlias > 0 || (conn.v5 && topic.length === 0)) {
+    // 3.3.2.1: a zero-length Topic Name without a Topic Alias is a Protocol Error
+    if (p.topicAlias === 0) throw new MqttError(RC.PROTOCOL_ERROR, 'empty topic name without a topic alias')
     // [MQTT-3.3.2-9] [MQTT-3.3.2-10] alias must be 1..Topic Alias Maximum
-    if (p.topicAlias === 0 || p.topicAlias > lim.topicAliasMaximum) {
+    if (p.topicAlias > lim.topicAliasMaximum) {
       throw new MqttError(RC.TOPIC_ALIAS_INVALID, `topic alias ${p.topicAlias} outside 1..${lim.topicAliasMaximum}`)
     }
     if (topic.length > 0) conn.aliasesIn.set(p.topicAlias, topic)
