@@ -6,6 +6,7 @@ import { Session } from '../session/session.ts'
 import type { Subscription } from '../session/types.ts'
 import { MemoryStore } from '../store/memory.ts'
 import type { Store } from '../store/types.ts'
+import { TopicTree } from '../topic/topic-tree.ts'
 import { TopicTrie } from '../topic/trie.ts'
 import { listenTcp } from '../transport/tcp.ts'
 import type { Listener, MqttSocket } from '../transport/types.ts'
@@ -48,6 +49,8 @@ export class Broker {
   readonly subs = new TopicTrie<Subscription>()
   readonly matchCache = new Map<string, Subscription[]>()
   readonly sharedCursor = new Map<string, number>()
+  /** The latest $SYS values, sent as retained messages to new $SYS subscribers. */
+  readonly sysRetained = new TopicTree<Message>()
   readonly listeners: Listener[] = []
   readonly startedAt = Date.now()
   #timers: ReturnType<typeof setInterval>[] = []

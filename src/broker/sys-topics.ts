@@ -4,7 +4,8 @@ import type { Broker } from './broker.ts'
 
 export const VERSION: string = pkg.version
 
-/** Publishes broker statistics under $SYS/broker/ as retained QoS 0 messages. */
+/** Publishes broker statistics under $SYS/broker/ as retained QoS 0 messages. They are kept
+ * apart from clients' retained messages: not persisted, not counted against the limit. */
 export function publishSys(broker: Broker): void {
   const st = broker.stats
   let subscriptions = 0
@@ -27,7 +28,7 @@ export function publishSys(broker: Broker): void {
       topic: `$SYS/broker/${topic}`, payload: Buffer.from(String(value)), qos: 0, retain: true,
       props: null, expiresAt: 0, origin: '',
     }
-    broker.store.setRetained(msg)
+    broker.sysRetained.set(msg.topic, msg)
     broker.publish(msg)
     st.msgsIn--
   }

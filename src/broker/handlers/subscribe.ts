@@ -70,7 +70,11 @@ function sendRetained(conn: Connection, subs: Subscription[]): void {
   const s = conn.session!
   const now = Date.now()
   const found = new Map<string, Message>()
-  for (const sub of subs) broker.store.matchRetained(sub.filter, (msg) => { found.set(msg.topic, msg) })
+  const add = (msg: Message) => { found.set(msg.topic, msg) }
+  for (const sub of subs) {
+    broker.store.matchRetained(sub.filter, add)
+    if (sub.filter.startsWith('$SYS')) broker.sysRetained.match(sub.filter, add)
+  }
   for (const msg of found.values()) {
     if (msg.expiresAt > 0 && msg.expiresAt <= now) { broker.store.deleteRetained(msg.topic); continue }
     let best: Subscription | null = null
