@@ -82,7 +82,7 @@ export class Broker {
       this.listeners.push(l)
       this.log.info('mqtt listening', { transport: 'tcp', host, port: l.port })
     }
-    this.#timers.push(setInterval(() => sweep(this), 1000))
+    this.#timers.push(setInterval(() => sweep(this), 500))
     if (this.config.sys.interval > 0) {
       publishSys(this)
       this.#timers.push(setInterval(() => publishSys(this), this.config.sys.interval * 1000))

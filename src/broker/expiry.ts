@@ -4,7 +4,7 @@ import { isExpired } from './deliver.ts'
 import { publishWill } from './will.ts'
 
 /**
- * Runs once a second: connect timeouts, keepalive timeouts (1.5 x keepalive [MQTT-3.1.2-22]),
+ * Runs twice a second: connect timeouts, keepalive timeouts (1.5 x keepalive [MQTT-3.1.2-22]),
  * delayed wills, session expiry and expired queued messages.
  */
 export function sweep(broker: Broker): void {

@@ -32,7 +32,7 @@ async function nextPublish(c: RawClient, ms = 3000): Promise<IPublishPacket> {
   return (await c.nextOf('publish', ms)) as IPublishPacket
 }
 
-describe.each(VERSIONS)('will message, MQTT version %i', (v) => {
+describe.concurrent.each(VERSIONS)('will message, MQTT version %i', (v) => {
   test('[MQTT-3.1.2-8] the will is published when the network connection is closed without DISCONNECT', async () => {
     await using br = await startBroker()
     await using sub = await subscriber(br.port, v, 'sub', 'will/abrupt')
@@ -61,7 +61,7 @@ describe.each(VERSIONS)('will message, MQTT version %i', (v) => {
     await sub.expectNothing(250)
   })
 
-  test('[MQTT-3.1.4-3] the will of a taken-over connection is published when the new connection starts clean', async () => {
+  test(`${v === 5 ? '[MQTT-3.1.4-3]' : '[MQTT-3.1.4-2]'} the will of a taken-over connection is published when the new connection starts clean`, async () => {
     await using br = await startBroker()
     await using sub = await subscriber(br.port, v, 'sub', 'will/takeover')
     // v5: a long will delay, so that only the end of the session can publish it [MQTT-3.1.2-8]
@@ -76,7 +76,7 @@ describe.each(VERSIONS)('will message, MQTT version %i', (v) => {
     expect(p.payload.toString()).toBe('replaced')
   })
 
-  test('[MQTT-3.1.2-17] (v3.1.1) / [MQTT-3.1.2-15] (v5) a will with Will Retain 1 is published as a retained message', async () => {
+  test(`${v === 5 ? '[MQTT-3.1.2-15]' : '[MQTT-3.1.2-17]'} a will with Will Retain 1 is published as a retained message`, async () => {
     await using br = await startBroker()
     await using live = await subscriber(br.port, v, 'live', 'will/retained')
     const { c: w } = await open(br.port, { version: v, clientId: 'keeper', will: { topic: 'will/retained', payload: 'last words', retain: true } })
@@ -92,7 +92,7 @@ describe.each(VERSIONS)('will message, MQTT version %i', (v) => {
     expect(r.retain).toBe(true)
   })
 
-  test('[MQTT-3.1.2-16] (v3.1.1) / [MQTT-3.1.2-14] (v5) a will with Will Retain 0 is published as a non-retained message', async () => {
+  test(`${v === 5 ? '[MQTT-3.1.2-14]' : '[MQTT-3.1.2-16]'} a will with Will Retain 0 is published as a non-retained message`, async () => {
     await using br = await startBroker()
     await using live = await subscriber(br.port, v, 'live', 'will/plain')
     const { c: w } = await open(br.port, { version: v, clientId: 'plain', will: { topic: 'will/plain', payload: 'bye', retain: false } })
@@ -103,7 +103,7 @@ describe.each(VERSIONS)('will message, MQTT version %i', (v) => {
   })
 
   for (const q of [0, 1, 2]) {
-    test(`[MQTT-3.1.2-14] (v3.1.1) / [MQTT-3.1.2-12] (v5) a will with Will QoS ${q} is delivered at QoS ${q} to a QoS 2 subscriber`, async () => {
+    test(`${v === 5 ? '[MQTT-3.1.2-12]' : '[MQTT-3.1.2-14]'} a will with Will QoS ${q} is delivered at QoS ${q} to a QoS 2 subscriber`, async () => {
       await using br = await startBroker()
       await using sub = await subscriber(br.port, v, 'sub', 'will/qos', 2)
       const { c: w } = await open(br.port, { version: v, clientId: `qos${q}`, will: { topic: 'will/qos', payload: `q${q}`, qos: q } })
@@ -116,7 +116,7 @@ describe.each(VERSIONS)('will message, MQTT version %i', (v) => {
   }
 })
 
-describe('MQTT 5 will properties and reason codes', () => {
+describe.concurrent('MQTT 5 will properties and reason codes', () => {
   test('[MQTT-3.14.4-3] a DISCONNECT with reason 0x04 (Disconnect with Will Message) publishes the will', async () => {
     await using br = await startBroker()
     await using sub = await subscriber(br.port, 5, 'sub', 'will/0x04')
@@ -161,7 +161,7 @@ describe('MQTT 5 will properties and reason codes', () => {
 
 // The cases below wait for the broker's clock (will delay, session expiry, keepalive); they run
 // concurrently, each with its own broker.
-describe('timed wills: keepalive timeout and MQTT 5 Will Delay Interval', () => {
+describe.concurrent('timed wills: keepalive timeout and MQTT 5 Will Delay Interval', () => {
   for (const v of VERSIONS) {
     test.concurrent(`[MQTT-3.1.2-8] v${v}: the will is published when the server closes the connection on a keepalive timeout`, async () => {
       await using br = await startBroker()

@@ -71,7 +71,7 @@ async function receive(c: RawClient, v: V, n: number): Promise<IPublishPacket[]>
 
 const payloads = (ps: IPublishPacket[]) => ps.map((p) => p.payload.toString())
 
-describe.each(VERSIONS)('session present and clean start, MQTT version %i', (v) => {
+describe.concurrent.each(VERSIONS)('session present and clean start, MQTT version %i', (v) => {
   const presentTag = v === 5 ? '[MQTT-3.2.2-3] [MQTT-3.1.2-5]' : '[MQTT-3.2.2-2] [MQTT-3.1.2-4]'
   test(`${presentTag} a persistent session keeps its subscriptions across a reconnect and CONNACK says session present 1`, async () => {
     await using br = await startBroker()
@@ -108,7 +108,7 @@ describe.each(VERSIONS)('session present and clean start, MQTT version %i', (v) 
   })
 })
 
-describe('MQTT 5 session expiry', () => {
+describe.concurrent('MQTT 5 session expiry', () => {
   test('[MQTT-3.1.2-23] a Session Expiry Interval of 0 (absent) ends the session when the connection closes', async () => {
     await using br = await startBroker()
     const { c: first } = await open(br.port, { version: 5, clientId: 'ephemeral', clean: false })
@@ -173,7 +173,7 @@ describe('MQTT 5 session expiry', () => {
   }, 8000)
 })
 
-describe.each(VERSIONS)('offline queue of a persistent session, MQTT version %i', (v) => {
+describe.concurrent.each(VERSIONS)('offline queue of a persistent session, MQTT version %i', (v) => {
   const queueTag = v === 5 ? '[MQTT-4.5.0-1] [MQTT-4.6.0-6]' : '[MQTT-3.1.2-5] [MQTT-4.6.0-6]'
 
   /** Subscribes a persistent client at QoS 2 and disconnects it. */

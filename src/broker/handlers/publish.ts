@@ -36,12 +36,12 @@ export function handlePublish(conn: Connection, header: number, body: Buffer): v
   const err = topicNameError(topic, { maxLength: lim.maxTopicLength, maxLevels: lim.maxTopicLevels })
   if (err !== null) throw new MqttError(RC.TOPIC_NAME_INVALID, `invalid topic name: ${err}`)
   if (p.qos === 2 && s.inboundQos2.has(p.packetId)) {
-    // [MQTT-4.3.3-9] a resent QoS 2 PUBLISH before PUBREL is not delivered again
+    // [MQTT-4.3.3-10] a resent QoS 2 PUBLISH before PUBREL is not delivered again
     conn.send(encodeAck(PUBREC, p.packetId, 0, conn.v5))
     return
   }
   if (p.qos > 0 && conn.v5 && p.qos === 2 && s.inboundQos2.size >= lim.receiveMaximum) {
-    // [MQTT-3.3.4-9] more unacknowledged QoS 2 PUBLISH than our Receive Maximum
+    // [MQTT-3.3.4-7] more unacknowledged QoS 2 PUBLISH than our Receive Maximum
     throw new MqttError(RC.RECEIVE_MAXIMUM_EXCEEDED, `more than ${lim.receiveMaximum} unacknowledged QoS 2 messages`)
   }
   if (p.props?.payloadFormatIndicator === 1 && !validUtf8(p.payload)) {
