@@ -201,3 +201,23 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
     new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${ms}ms waiting for ${what}`)), ms) }),
   ])
 }
+
+describe('packet identifier in use (v5)', () => {
+  test('a QoS 1 PUBLISH reusing the id of a QoS 2 flow awaiting PUBREL gets PUBACK 0x91 and is not delivered', async () => {
+    await using broker = await startBroker()
+    const { client: sub } = await RawClient.open(broker.port, { version: 5, clientId: 'inuse-sub' })
+    sub.send(b.subscribe(1, [{ topic: 'inuse/#', qos: 1 }], { version: 5 }))
+    await sub.nextOf('suback')
+    const { client: pub } = await RawClient.open(broker.port, { version: 5, clientId: 'inuse-pub' })
+    pub.send(b.publish({ version: 5, topic: 'inuse/a', qos: 2, packetId: 7, payload: 'two' }))
+    expect((await pub.nextOf('pubrec')).messageId).toBe(7)
+    expect(((await sub.nextOf('publish')) as { payload: Buffer }).payload.toString()).toBe('two')
+    pub.send(b.publish({ version: 5, topic: 'inuse/a', qos: 1, packetId: 7, payload: 'one' }))
+    const ack = (await pub.nextOf('puback')) as { messageId: number; reasonCode: number }
+    expect(ack.messageId).toBe(7)
+    expect(ack.reasonCode).toBe(0x91)
+    await sub.expectNothing(200)
+    await sub.close()
+    await pub.close()
+  })
+})

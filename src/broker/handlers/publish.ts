@@ -40,7 +40,12 @@ export function handlePublish(conn: Connection, header: number, body: Buffer): v
     conn.send(encodeAck(PUBREC, p.packetId, 0, conn.v5))
     return
   }
-  if (p.qos > 0 && conn.v5 && p.qos === 2 && s.inboundQos2.size >= lim.receiveMaximum) {
+  if (p.qos === 1 && conn.v5 && s.inboundQos2.has(p.packetId)) {
+    // v5 0x91: the id is held by a QoS 2 flow awaiting PUBREL; the message is not accepted
+    conn.send(encodeAck(PUBACK, p.packetId, RC.PACKET_IDENTIFIER_IN_USE, true))
+    return
+  }
+  if (conn.v5 && p.qos === 2 && s.inboundQos2.size >= lim.receiveMaximum) {
     // [MQTT-3.3.4-7] more unacknowledged QoS 2 PUBLISH than our Receive Maximum
     throw new MqttError(RC.RECEIVE_MAXIMUM_EXCEEDED, `more than ${lim.receiveMaximum} unacknowledged QoS 2 messages`)
   }
