@@ -5,15 +5,18 @@ import { createLogger, type Logger, type LogLevel } from '../log.ts'
 import { Session } from '../session/session.ts'
 import type { Subscription } from '../session/types.ts'
 import { MemoryStore } from '../store/memory.ts'
+import { SqliteStore } from '../store/sqlite/sqlite-store.ts'
 import type { Store } from '../store/types.ts'
 import { TopicTree } from '../topic/topic-tree.ts'
 import { TopicTrie } from '../topic/trie.ts'
 import { listenTcp } from '../transport/tcp.ts'
 import type { Listener, MqttSocket } from '../transport/types.ts'
 import type { EnhancedAuth } from './auth-hooks.ts'
+import { GroupCommit, type CommitResult } from './commit.ts'
 import { Connection } from './connection.ts'
 import { deliver } from './deliver.ts'
 import { sweep } from './expiry.ts'
+import { restore } from './restore.ts'
 import { route } from './route.ts'
 import { publishSys } from './sys-topics.ts'
 import { publishWill } from './will.ts'
@@ -25,6 +28,10 @@ export interface BrokerStats {
   bytesOut: number
   dropped: number
   connectionsTotal: number
+  /** Commits that had to drop writes because the store was full. */
+  storeFull: number
+  /** Store transactions committed (each holds the writes of one event-loop turn or more). */
+  commits: number
 }
 
 export interface BrokerOptions {
@@ -40,7 +47,7 @@ export class Broker {
   readonly log: Logger
   readonly store: Store
   readonly authMethods: Map<string, EnhancedAuth>
-  readonly stats: BrokerStats = { msgsIn: 0, msgsOut: 0, bytesIn: 0, bytesOut: 0, dropped: 0, connectionsTotal: 0 }
+  readonly stats: BrokerStats = { msgsIn: 0, msgsOut: 0, bytesIn: 0, bytesOut: 0, dropped: 0, connectionsTotal: 0, storeFull: 0, commits: 0 }
   readonly sessions = new Map<string, Session>()
   /** Connected clients (after CONNACK), by client id. */
   readonly online = new Map<string, Connection>()
@@ -59,8 +66,22 @@ export class Broker {
   constructor(config: Readonly<Config>, opts: BrokerOptions = {}) {
     this.config = config
     this.log = opts.log ?? createLogger(config.log.level as LogLevel)
-    this.store = opts.store ?? new MemoryStore()
+    this.store = opts.store ?? createStore(config)
     this.authMethods = opts.authMethods ?? new Map()
+    this.commits = new GroupCommit(this)
+  }
+
+  /** Group commit of store writes; acknowledgements wait on it. */
+  readonly commits: GroupCommit
+
+  /** Runs fn once the writes made so far are durable. */
+  afterCommit(fn: (result: CommitResult) => void): void {
+    this.commits.after(fn)
+  }
+
+  /** Makes sure buffered store writes get committed soon. */
+  touch(): void {
+    if (this.store.pending) this.commits.schedule()
   }
 
   get closing(): boolean {
@@ -70,19 +91,15 @@ export class Broker {
   /** Opens the store, restores sessions and retained messages, starts listeners and timers. */
   async start(): Promise<void> {
     await this.store.open()
-    for (const rec of this.store.loadSessions()) {
-      const s = this.createSession(rec.clientId, rec.version)
-      s.expiryInterval = rec.expiryInterval
-      s.disconnectedAt = rec.disconnectedAt || Date.now()
-      for (const sub of rec.subscriptions) this.addSubscription(s, sub)
-    }
+    restore(this)
+    this.commits.flush()
     const { host, port } = this.config.mqtt
     if (port !== 'off') {
       const l = listenTcp(host, port, (socket) => this.accept(socket))
       this.listeners.push(l)
       this.log.info('mqtt listening', { transport: 'tcp', host, port: l.port })
     }
-    this.#timers.push(setInterval(() => sweep(this), 500))
+    this.#timers.push(setInterval(() => { sweep(this); this.touch() }, 500))
     if (this.config.sys.interval > 0) {
       publishSys(this)
       this.#timers.push(setInterval(() => publishSys(this), this.config.sys.interval * 1000))
@@ -117,7 +134,8 @@ export class Broker {
     if (this.sessions.get(s.clientId) !== s) return
     for (const sub of s.subscriptions.values()) this.removeSubscription(s, sub.raw)
     this.sessions.delete(s.clientId)
-    this.store.deleteSession(s.clientId)
+    if (s.store !== null) s.store.deleteSession(s.clientId)
+    s.store = null
     if (s.pendingWill !== null) {
       const w = s.pendingWill
       s.pendingWill = null
@@ -140,12 +158,15 @@ export class Broker {
     return true
   }
 
-  /** Persists what a disconnected client's session needs (subscriptions, expiry). */
+  /** Writes a persistent session's record: subscriptions, expiry, the will it would send. */
   saveSession(s: Session): void {
-    if (s.expiryInterval === 0) return
-    this.store.saveSession({
+    if (s.store === null) return
+    const conn = this.online.get(s.clientId)
+    const live = conn !== undefined && conn.session === s ? conn.will : null
+    s.store.saveSession({
       clientId: s.clientId, version: s.version, expiryInterval: s.expiryInterval,
       disconnectedAt: s.disconnectedAt, subscriptions: [...s.subscriptions.values()],
+      will: s.pendingWill ?? live, willAt: s.pendingWill !== null ? s.pendingWillAt : 0,
     })
   }
 
@@ -190,9 +211,16 @@ export class Broker {
     for (const l of this.listeners) l.stop(false)
     for (const conn of [...this.connections]) conn.disconnect(RC.SERVER_SHUTTING_DOWN, 'server shutting down')
     for (const l of this.listeners) l.stop(true)
-    for (const s of this.sessions.values()) if (s.expiryInterval > 0) this.saveSession(s)
+    this.commits.flush()
     await this.store.close()
   }
+}
+
+/** The store the config asks for: SQLite in data.dir (default) or memory. */
+export function createStore(config: Readonly<Config>): Store {
+  const d = config.data
+  if (d.store === 'memory') return new MemoryStore()
+  return new SqliteStore({ dir: d.dir, durability: d.durability, maxSizeMb: d.maxSize })
 }
 
 /** Creates a broker from a validated config; call start() to listen. */

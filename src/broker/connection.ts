@@ -41,6 +41,8 @@ export class Connection implements ConnectionSink {
   authState: unknown
   /** A normal DISCONNECT arrived: no will (unless reason 0x04). */
   cleanDisconnect = false
+  /** QoS 1/2 PUBLISH received whose PUBACK/PUBREC waits for the store commit. */
+  unackedIn = 0
   #out: Uint8Array[] = []
   #outBytes = 0
   #backlog: Uint8Array | null = null
@@ -74,6 +76,7 @@ export class Connection implements ConnectionSink {
     } catch (e) {
       this.fail(e)
     }
+    this.broker.touch()
     this.flush()
   }
 

@@ -37,14 +37,28 @@ export function deliver(session: Session, conn: Connection | undefined, d: Deliv
   enqueue(session, d)
 }
 
+/** Writes a delivery to the session's durable outbox (persistent sessions only). */
+export function persist(session: Session, d: Delivery, packetId: number, state: 'queued' | 'publish' | 'pubrel'): void {
+  const store = session.store
+  if (store === null) return
+  if (!d.seq) d.seq = session.nextSeq++
+  store.putOutbox(session.clientId, { seq: d.seq, delivery: d, packetId, state })
+}
+
+/** Removes a delivery from the durable outbox once it is done with. */
+export function unpersist(session: Session, d: Delivery): void {
+  if (session.store !== null && d.seq) session.store.removeOutbox(session.clientId, d.seq)
+}
+
 function enqueue(session: Session, d: Delivery): void {
   if (session.queue.length >= session.maxQueued) {
     session.droppedMessages++
     session.onDrop()
     if (session.dropNew || session.queue.length === 0) return
-    session.queue.shift()
+    unpersist(session, session.queue.shift()!)
   }
   session.queue.push(d)
+  persist(session, d, 0, 'queued')
 }
 
 /** Assigns a packet id, records the message as inflight and sends it. */
@@ -52,7 +66,8 @@ function sendInflight(conn: Connection, session: Session, d: Delivery): void {
   const id = session.nextPacketId()
   if (id === 0) { enqueue(session, d); return }
   session.inflight.set(id, { packetId: id, delivery: d, state: 'publish' })
-  if (!writePublish(conn, d, id, false)) session.inflight.delete(id)
+  if (writePublish(conn, d, id, false)) persist(session, d, id, 'publish')
+  else { session.inflight.delete(id); unpersist(session, d) }
 }
 
 /** Moves queued deliveries into the inflight window while there is room. */
@@ -61,8 +76,8 @@ export function drainQueue(conn: Connection, session: Session): void {
   const win = window(conn)
   while (session.queue.length > 0 && session.inflight.size < win) {
     const d = session.queue.shift()!
-    if (isExpired(d, now)) continue
-    if (d.qos === 0) writePublish(conn, d, 0, false)
+    if (isExpired(d, now)) { unpersist(session, d); continue }
+    if (d.qos === 0) { writePublish(conn, d, 0, false); unpersist(session, d) }
     else sendInflight(conn, session, d)
   }
 }
@@ -71,7 +86,10 @@ export function drainQueue(conn: Connection, session: Session): void {
 export function resendInflight(conn: Connection, session: Session): void {
   for (const f of session.inflight.values()) {
     if (f.state === 'pubrel') conn.send(Buffer.from([0x62, 2, f.packetId >> 8, f.packetId & 0xff]))
-    else if (!writePublish(conn, f.delivery, f.packetId, true)) session.inflight.delete(f.packetId)
+    else if (!writePublish(conn, f.delivery, f.packetId, true)) {
+      session.inflight.delete(f.packetId)
+      unpersist(session, f.delivery)
+    }
   }
 }
 

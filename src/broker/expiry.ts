@@ -1,6 +1,6 @@
 import { RC } from '../codec/reason-codes.ts'
 import type { Broker } from './broker.ts'
-import { isExpired } from './deliver.ts'
+import { isExpired, unpersist } from './deliver.ts'
 import { publishWill } from './will.ts'
 
 /**
@@ -27,12 +27,19 @@ export function sweep(broker: Broker): void {
       const w = s.pendingWill
       s.pendingWill = null
       publishWill(broker, w)
+      broker.saveSession(s)
     }
     if (s.expiresAt() <= now) {
       broker.log.debug('session expired', { clientId: s.clientId })
       broker.endSession(s)
       continue
     }
-    if (s.queue.length > 0) s.queue = s.queue.filter((d) => !isExpired(d, now))
+    if (s.queue.length > 0) {
+      s.queue = s.queue.filter((d) => {
+        if (!isExpired(d, now)) return true
+        unpersist(s, d)
+        return false
+      })
+    }
   }
 }

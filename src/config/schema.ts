@@ -9,7 +9,7 @@ const port = (def: number) =>
     'a port number 0-65535 or "off"'), def)
 const str = (def: string) => v.optional(v.pipe(v.string(), v.minLength(1)), def)
 const bool = (def: boolean) => v.optional(v.boolean(), def)
-const oneOf = <T extends string>(values: readonly [T, ...T[]], def: T) => v.optional(v.picklist(values), def)
+const oneOf = <const T extends readonly [string, ...string[]]>(values: T, def: T[number]) => v.optional(v.picklist(values), def)
 
 export const ConfigSchema = v.strictObject({
   mqtt: v.optional(v.strictObject({
@@ -28,8 +28,16 @@ export const ConfigSchema = v.strictObject({
     port: port(8080),
   }), {}),
   data: v.optional(v.strictObject({
-    /** Directory for persistent data. */
+    /** Directory for persistent data (the SQLite database vmqtt.db). */
     dir: str('./data'),
+    /** sqlite: durable (default); memory: nothing survives a restart. */
+    store: oneOf(['sqlite', 'memory'], 'sqlite'),
+    /** fsync: survives power loss (synchronous=FULL); process: survives a vmqtt crash (NORMAL). */
+    durability: oneOf(['fsync', 'process'], 'fsync'),
+    /** Milliseconds to gather writes into one commit; 0 = one commit per event-loop turn. */
+    commitInterval: int(0, 1000, 0),
+    /** Largest database size in MiB (0 = no limit); beyond it QoS 1/2 publishers get 0x97. */
+    maxSize: int(0, 10_000_000, 0),
   }), {}),
   log: v.optional(v.strictObject({
     level: oneOf(['debug', 'info', 'warn', 'error', 'silent'], 'info'),

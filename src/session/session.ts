@@ -1,3 +1,4 @@
+import type { Store } from '../store/types.ts'
 import type { Delivery, Inflight, Subscription, Will } from './types.ts'
 
 /**
@@ -27,6 +28,11 @@ export class Session {
   queueQos0 = false
   dropNew = false
   onDrop: () => void = () => {}
+  /** Where this session's state is written through; null for a session that ends with its
+   * connection (expiry 0), which has nothing to persist. */
+  store: Store | null = null
+  /** Next position in the durable outbox. */
+  nextSeq = 1
   #nextId = 1
 
   constructor(clientId: string, version: 3 | 4 | 5) {

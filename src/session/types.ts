@@ -23,6 +23,8 @@ export interface Delivery {
   qos: QoS
   retain: boolean
   subIds: number[] | null
+  /** Position in the session's durable outbox; 0 while not stored. */
+  seq?: number
 }
 
 /** An outbound QoS 1/2 message awaiting acknowledgement. */

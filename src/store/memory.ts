@@ -1,15 +1,21 @@
 import type { Message } from '../codec/message.ts'
 import { TopicTree } from '../topic/topic-tree.ts'
-import type { SessionRecord, Store } from './types.ts'
+import type { OutboxEntry, Restored, SessionRecord, Store } from './types.ts'
 
 /** Keeps everything in process memory: fast, and gone when the process ends. */
 export class MemoryStore implements Store {
   readonly kind = 'memory'
+  readonly pending = false
   #retained = new TopicTree<Message>()
   #sessions = new Map<string, SessionRecord>()
+  #outbox = new Map<string, Map<number, OutboxEntry>>()
+  #qos2 = new Map<string, Set<number>>()
 
   async open(): Promise<void> {}
   async close(): Promise<void> {}
+  commit(): number {
+    return 0
+  }
 
   getRetained(topic: string): Message | undefined {
     return this.#retained.get(topic)
@@ -36,14 +42,46 @@ export class MemoryStore implements Store {
   }
 
   saveSession(rec: SessionRecord): void {
-    this.#sessions.set(rec.clientId, structuredClone(rec))
+    this.#sessions.set(rec.clientId, { ...rec, subscriptions: rec.subscriptions.map((s) => ({ ...s })) })
   }
 
   deleteSession(clientId: string): void {
     this.#sessions.delete(clientId)
+    this.#outbox.delete(clientId)
+    this.#qos2.delete(clientId)
   }
 
-  loadSessions(): SessionRecord[] {
-    return [...this.#sessions.values()].map((r) => structuredClone(r))
+  putOutbox(clientId: string, entry: OutboxEntry): void {
+    let m = this.#outbox.get(clientId)
+    if (m === undefined) this.#outbox.set(clientId, (m = new Map()))
+    m.set(entry.seq, { ...entry })
+  }
+
+  removeOutbox(clientId: string, seq: number): void {
+    this.#outbox.get(clientId)?.delete(seq)
+  }
+
+  addInboundQos2(clientId: string, packetId: number): void {
+    let s = this.#qos2.get(clientId)
+    if (s === undefined) this.#qos2.set(clientId, (s = new Set()))
+    s.add(packetId)
+  }
+
+  removeInboundQos2(clientId: string, packetId: number): void {
+    this.#qos2.get(clientId)?.delete(packetId)
+  }
+
+  load(): Restored {
+    const outbox = new Map<string, OutboxEntry[]>()
+    for (const [id, m] of this.#outbox) {
+      if (m.size > 0) outbox.set(id, [...m.values()].sort((a, b) => a.seq - b.seq).map((e) => ({ ...e })))
+    }
+    const inboundQos2 = new Map<string, number[]>()
+    for (const [id, s] of this.#qos2) if (s.size > 0) inboundQos2.set(id, [...s].sort((a, b) => a - b))
+    return {
+      sessions: [...this.#sessions.values()].map((r) => ({ ...r, subscriptions: r.subscriptions.map((s) => ({ ...s })) })),
+      outbox,
+      inboundQos2,
+    }
   }
 }

@@ -1,22 +1,44 @@
 import type { Message } from '../codec/message.ts'
-import type { Subscription } from '../session/types.ts'
+import type { Delivery, Subscription, Will } from '../session/types.ts'
 
-/** What survives of a persistent session between connections. */
+/** What survives of a persistent session between connections and restarts. */
 export interface SessionRecord {
   clientId: string
   version: 3 | 4 | 5
   expiryInterval: number
+  /** Wall-clock ms of the disconnect; 0 while the client was connected. */
   disconnectedAt: number
   subscriptions: Subscription[]
+  /** The will of the live connection, or the pending delayed will. */
+  will: Will | null
+  /** When a pending delayed will is due (ms); 0 when the will belongs to a live connection. */
+  willAt: number
+}
+
+/** One message of a session's outbox: queued (packetId 0) or inflight. */
+export interface OutboxEntry {
+  seq: number
+  delivery: Delivery
+  packetId: number
+  state: 'queued' | 'publish' | 'pubrel'
+}
+
+/** Everything a store restores at start, besides retained messages. */
+export interface Restored {
+  sessions: SessionRecord[]
+  /** Per client id, ordered by seq. */
+  outbox: Map<string, OutboxEntry[]>
+  /** Per client id, inbound QoS 2 packet ids awaiting PUBREL. */
+  inboundQos2: Map<string, number[]>
 }
 
 /**
  * The one storage interface. The broker keeps the live state in memory and writes through
- * to the store; a durable store lets that state survive a restart. Both implementations run
- * test/contracts/store.contract.ts.
+ * to the store. Writes are buffered; commit() makes every write since the last commit durable
+ * in one transaction (group commit). Both implementations run test/contracts/store.contract.ts.
  */
 export interface Store {
-  readonly kind: string
+  readonly kind: 'memory' | 'sqlite'
   open(): Promise<void>
   close(): Promise<void>
 
@@ -29,6 +51,33 @@ export interface Store {
   matchRetained(filter: string, visit: (msg: Message) => void): void
 
   saveSession(rec: SessionRecord): void
+  /** Removes a session with its outbox and QoS 2 state. */
   deleteSession(clientId: string): void
-  loadSessions(): SessionRecord[]
+
+  /** Inserts or replaces the outbox entry (clientId, entry.seq). */
+  putOutbox(clientId: string, entry: OutboxEntry): void
+  removeOutbox(clientId: string, seq: number): void
+  addInboundQos2(clientId: string, packetId: number): void
+  removeInboundQos2(clientId: string, packetId: number): void
+
+  load(): Restored
+
+  /** True when writes wait for commit(). */
+  readonly pending: boolean
+  /**
+   * Makes the buffered writes durable in one transaction. Returns how many writes had to be
+   * dropped because the store is full (0 = all durable). Throws StoreError when the transaction
+   * itself failed; the writes then stay buffered and a later commit retries them.
+   */
+  commit(): number
+}
+
+/** A storage failure, with the reason code publishers should see. */
+export class StoreError extends Error {
+  readonly code: string
+  constructor(code: string, message: string) {
+    super(message)
+    this.code = code
+    this.name = 'StoreError'
+  }
 }

@@ -16,7 +16,7 @@ export async function startBroker(env: Record<string, string> = {}, opts: Broker
   const config = loadConfig({
     env: {
       VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_ADMIN_PORT: 'off',
-      VMQTT_LOG_LEVEL: process.env.VMQTT_TEST_LOG ?? 'silent', VMQTT_SYS_INTERVAL: '0', ...env,
+      VMQTT_LOG_LEVEL: process.env.VMQTT_TEST_LOG ?? 'silent', VMQTT_SYS_INTERVAL: '0', VMQTT_DATA_STORE: 'memory', ...env,
     },
   })
   const broker = createBroker(config, opts)

@@ -1,4 +1,4 @@
 import { MemoryStore } from '../../src/store/memory.ts'
 import { runStoreContract } from '../contracts/store.contract.ts'
 
-runStoreContract('memory', async () => ({ store: new MemoryStore() }))
+runStoreContract('memory', { make: async () => new MemoryStore() })

@@ -1,7 +1,7 @@
 import { decodeAck, encodeAck, PUBACK, PUBCOMP, PUBREC, PUBREL } from '../../codec/acks.ts'
 import { MqttError, RC } from '../../codec/reason-codes.ts'
 import type { Connection } from '../connection.ts'
-import { drainQueue } from '../deliver.ts'
+import { drainQueue, persist, unpersist } from '../deliver.ts'
 
 /** PUBACK, PUBREC, PUBREL and PUBCOMP from the client. */
 export function handleAck(conn: Connection, header: number, body: Buffer): void {
@@ -16,6 +16,7 @@ export function handleAck(conn: Connection, header: number, body: Buffer): void 
         throw new MqttError(RC.PROTOCOL_ERROR, `${ack.type === PUBACK ? 'PUBACK' : 'PUBCOMP'} for packet ${ack.packetId} in the wrong state`)
       }
       s.inflight.delete(ack.packetId)
+      unpersist(s, f.delivery)
       drainQueue(conn, s)
       return
     }
@@ -30,18 +31,26 @@ export function handleAck(conn: Connection, header: number, body: Buffer): void 
       if (ack.reason >= 0x80) {
         // v5: a failed PUBREC ends the flow [MQTT-4.3.3-?]
         s.inflight.delete(ack.packetId)
+        unpersist(s, f.delivery)
         drainQueue(conn, s)
         return
       }
       // [MQTT-4.3.3-3] answer PUBREC with PUBREL
       f.state = 'pubrel'
+      persist(s, f.delivery, f.packetId, 'pubrel')
       conn.send(encodeAck(PUBREL, ack.packetId, 0, conn.v5))
       return
     }
     case PUBREL: {
       // [MQTT-4.3.3-11] answer PUBREL with PUBCOMP; the id may be reused afterwards
       const known = s.inboundQos2.delete(ack.packetId)
-      conn.send(encodeAck(PUBCOMP, ack.packetId, known ? 0 : RC.PACKET_IDENTIFIER_NOT_FOUND, conn.v5))
+      if (known && s.store !== null) s.store.removeInboundQos2(s.clientId, ack.packetId)
+      const v5 = conn.v5
+      // the forgotten id must be durable before PUBCOMP, or a restart would drop its next use
+      conn.broker.afterCommit((r) => {
+        if (r === 'failed') conn.disconnect(RC.UNSPECIFIED_ERROR, 'storage unavailable')
+        else conn.send(encodeAck(PUBCOMP, ack.packetId, known ? 0 : RC.PACKET_IDENTIFIER_NOT_FOUND, v5))
+      })
     }
   }
 }

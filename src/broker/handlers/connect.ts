@@ -108,10 +108,15 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
   if (conn.v5) expiry = Math.min(props.sessionExpiryInterval ?? 0, cfg.limits.maxSessionExpiry)
   else expiry = p.clean ? 0 : cfg.session.v3Expiry === 0 ? 0xffffffff : cfg.session.v3Expiry
   s.expiryInterval = expiry
+  // only a session that outlives its connection is written to a durable store
+  const persistent = expiry > 0 && broker.store.kind !== 'memory'
+  if (!persistent && s.store !== null) s.store.deleteSession(id)
+  s.store = persistent ? broker.store : null
   conn.session = s
   conn.will = will
   conn.state = 'connected'
   broker.online.set(id, conn)
+  broker.saveSession(s)
   conn.clientReceiveMaximum = props.receiveMaximum ?? 65535
   conn.clientMaxPacketSize = props.maximumPacketSize ?? 268435460
   conn.clientTopicAliasMax = props.topicAliasMaximum ?? 0

@@ -45,9 +45,9 @@ export function handlePublish(conn: Connection, header: number, body: Buffer): v
     conn.send(encodeAck(PUBACK, p.packetId, RC.PACKET_IDENTIFIER_IN_USE, true))
     return
   }
-  if (conn.v5 && p.qos === 2 && s.inboundQos2.size >= lim.receiveMaximum) {
-    // [MQTT-3.3.4-7] more unacknowledged QoS 2 PUBLISH than our Receive Maximum
-    throw new MqttError(RC.RECEIVE_MAXIMUM_EXCEEDED, `more than ${lim.receiveMaximum} unacknowledged QoS 2 messages`)
+  if (conn.v5 && p.qos > 0 && conn.unackedIn + s.inboundQos2.size >= lim.receiveMaximum) {
+    // [MQTT-3.3.4-7] more unacknowledged QoS 1/2 PUBLISH than our Receive Maximum
+    throw new MqttError(RC.RECEIVE_MAXIMUM_EXCEEDED, `more than ${lim.receiveMaximum} unacknowledged QoS 1/2 messages`)
   }
   if (p.props?.payloadFormatIndicator === 1 && !validUtf8(p.payload)) {
     // [MQTT-3.3.2-4] payload marked as UTF-8 must be UTF-8
@@ -64,11 +64,22 @@ export function handlePublish(conn: Connection, header: number, body: Buffer): v
   if (p.qos === 0) return
   // v5: 0x10 No matching subscribers is informational
   const reason = n === 0 && conn.v5 ? RC.NO_MATCHING_SUBSCRIBERS : 0
-  if (p.qos === 1) conn.send(encodeAck(PUBACK, p.packetId, reason, conn.v5))
-  else {
-    s.inboundQos2.add(p.packetId)
-    conn.send(encodeAck(PUBREC, p.packetId, reason, conn.v5))
+  const id = p.packetId
+  const type = p.qos === 1 ? PUBACK : PUBREC
+  if (p.qos === 2) {
+    s.inboundQos2.add(id)
+    if (s.store !== null) s.store.addInboundQos2(s.clientId, id)
   }
+  conn.unackedIn++
+  // the durability contract: PUBACK / PUBREC only after the message is committed
+  broker.afterCommit((r) => {
+    conn.unackedIn--
+    if (r === 'ok') return conn.send(encodeAck(type, id, reason, conn.v5))
+    if (p.qos === 2 && s.inboundQos2.delete(id) && s.store !== null) s.store.removeInboundQos2(s.clientId, id)
+    // v5: 0x97 tells the publisher the message was not stored; v3 has no such code: close so it resends
+    if (conn.v5) conn.send(encodeAck(type, id, RC.QUOTA_EXCEEDED, true))
+    else conn.disconnect(RC.QUOTA_EXCEEDED, 'storage full')
+  })
 }
 
 function validUtf8(b: Buffer): boolean {

@@ -59,9 +59,12 @@ export function handleSubscribe(conn: Connection, packet: Packet): void {
     if (sub.group === null && (sub.retainHandling === 0 || (sub.retainHandling === 1 && !existed))) retainedFor.push(sub)
   }
   // [MQTT-3.8.4-1] SUBACK with the same packet identifier, one code per filter [MQTT-3.8.4-6]
-  conn.sendPacket({ cmd: 'suback', messageId: p.messageId, granted } as Packet)
-  if (retainedFor.length > 0) sendRetained(conn, retainedFor)
-  if (s.expiryInterval > 0) broker.saveSession(s)
+  broker.saveSession(s)
+  // SUBACK once the subscriptions are durable; retained messages follow it
+  broker.afterCommit(() => {
+    conn.sendPacket({ cmd: 'suback', messageId: p.messageId, granted } as Packet)
+    if (retainedFor.length > 0 && conn.state === 'connected') sendRetained(conn, retainedFor)
+  })
 }
 
 /** [MQTT-3.3.1-8] retained messages go out with RETAIN set, at min(message, granted) QoS. */

@@ -14,8 +14,10 @@ export function handleUnsubscribe(conn: Connection, packet: Packet): void {
     const removed = conn.broker.removeSubscription(s, raw)
     codes.push(removed ? RC.SUCCESS : RC.NO_SUBSCRIPTION_EXISTED)
   }
-  if (s.expiryInterval > 0) conn.broker.saveSession(s)
-  // [MQTT-3.10.4-4] UNSUBACK with the same packet identifier
-  if (conn.v5) conn.sendPacket({ cmd: 'unsuback', messageId: p.messageId, granted: codes } as Packet)
-  else conn.sendPacket({ cmd: 'unsuback', messageId: p.messageId } as unknown as Packet)
+  conn.broker.saveSession(s)
+  // [MQTT-3.10.4-4] UNSUBACK with the same packet identifier, once the change is durable
+  conn.broker.afterCommit(() => {
+    if (conn.v5) conn.sendPacket({ cmd: 'unsuback', messageId: p.messageId, granted: codes } as Packet)
+    else conn.sendPacket({ cmd: 'unsuback', messageId: p.messageId } as unknown as Packet)
+  })
 }

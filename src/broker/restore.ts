@@ -1,0 +1,51 @@
+import type { Broker } from './broker.ts'
+import { publishWill } from './will.ts'
+
+/**
+ * Rebuilds sessions from the store at start: subscriptions, outbox (inflight entries resent
+ * with DUP on reconnect, queued ones delivered), inbound QoS 2 state and wills. A session whose
+ * client was connected when the broker stopped counts as disconnected now, abnormally: its
+ * will is published (after its delay) [MQTT-3.1.2-8].
+ */
+export function restore(broker: Broker): void {
+  const now = Date.now()
+  const { sessions, outbox, inboundQos2 } = broker.store.load()
+  const willsNow: Parameters<typeof publishWill>[1][] = []
+  for (const rec of sessions) {
+    const s = broker.createSession(rec.clientId, rec.version)
+    s.expiryInterval = rec.expiryInterval
+    s.store = broker.store
+    const wasConnected = rec.disconnectedAt === 0
+    s.disconnectedAt = wasConnected ? now : rec.disconnectedAt
+    for (const sub of rec.subscriptions) broker.addSubscription(s, sub)
+    for (const e of outbox.get(rec.clientId) ?? []) {
+      if (e.seq >= s.nextSeq) s.nextSeq = e.seq + 1
+      if (e.packetId > 0 && e.state !== 'queued') {
+        s.inflight.set(e.packetId, { packetId: e.packetId, delivery: e.delivery, state: e.state })
+      } else {
+        s.queue.push(e.delivery)
+      }
+    }
+    for (const id of inboundQos2.get(rec.clientId) ?? []) s.inboundQos2.add(id)
+    if (rec.will !== null) {
+      if (!wasConnected) {
+        s.pendingWill = rec.will
+        s.pendingWillAt = rec.willAt
+      } else if (rec.will.delay > 0 && s.expiryInterval > 0) {
+        s.pendingWill = rec.will
+        s.pendingWillAt = now + Math.min(rec.will.delay, s.expiryInterval) * 1000
+      } else {
+        willsNow.push(rec.will)
+      }
+    }
+    if (wasConnected) broker.saveSession(s)
+  }
+  for (const w of willsNow) publishWill(broker, w)
+  if (sessions.length > 0) {
+    broker.log.info('sessions restored', {
+      sessions: sessions.length,
+      queued: [...outbox.values()].reduce((a, l) => a + l.length, 0),
+      retained: broker.store.retainedCount(),
+    })
+  }
+}
