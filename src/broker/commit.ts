@@ -1,5 +1,6 @@
 import { StoreError } from '../store/types.ts'
 import type { Broker } from './broker.ts'
+import type { Connection } from './connection.ts'
 
 /** How a group commit ended for the acknowledgements waiting on it. */
 export type CommitResult = 'ok' | 'partial' | 'failed'
@@ -13,6 +14,7 @@ type Waiter = (result: CommitResult) => void
 export class GroupCommit {
   readonly #broker: Broker
   #waiters: Waiter[] = []
+  #held = new Set<Connection>()
   #scheduled = false
   #run = () => this.flush()
 
@@ -27,6 +29,12 @@ export class GroupCommit {
       return
     }
     this.#waiters.push(fn)
+    this.schedule()
+  }
+
+  /** A connection whose output waits for the commit. */
+  hold(conn: Connection): void {
+    this.#held.add(conn)
     this.schedule()
   }
 
@@ -65,6 +73,11 @@ export class GroupCommit {
       } catch (e) {
         this.#broker.log.error('error after commit', { error: String((e as Error)?.stack ?? e) })
       }
+    }
+    if (this.#held.size > 0) {
+      const held = this.#held
+      this.#held = new Set()
+      for (const conn of held) conn.flush(true)
     }
   }
 }

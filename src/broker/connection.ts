@@ -153,9 +153,18 @@ export class Connection implements ConnectionSink {
     return this.#outBytes + (this.#backlog?.length ?? 0)
   }
 
-  flush(): void {
+  /**
+   * Writes what is queued in one socket write. While store writes are uncommitted the output
+   * waits for the group commit (which flushes it right after): nothing leaves the broker before
+   * the state it implies is durable, so a crash never lets a message out twice.
+   */
+  flush(force = false): void {
     this.#flushScheduled = false
     if (this.#out.length === 0) return
+    if (!force && this.broker.store.pending) {
+      this.broker.commits.hold(this)
+      return
+    }
     const data = this.#out.length === 1 ? this.#out[0]! : Buffer.concat(this.#out, this.#outBytes)
     this.#out = []
     this.#outBytes = 0
@@ -196,7 +205,7 @@ export class Connection implements ConnectionSink {
   /** Flushes what is queued and closes the socket; the session layer sees close(). */
   end(): void {
     if (this.state === 'closed') return
-    this.flush()
+    this.flush(true)
     this.#closed()
     try { this.socket.end() } catch { /* already closed */ }
   }

@@ -3,12 +3,19 @@ import type { Broker } from './broker.ts'
 import { isExpired, unpersist } from './deliver.ts'
 import { publishWill } from './will.ts'
 
+const RETAINED_SWEEP_MS = 60_000
+const lastRetainedSweep = new WeakMap<Broker, number>()
+
 /**
  * Runs twice a second: connect timeouts, keepalive timeouts (1.5 x keepalive [MQTT-3.1.2-22]),
- * delayed wills, session expiry and expired queued messages.
+ * delayed wills, session expiry, expired queued messages, and (every minute) expired retained messages.
  */
 export function sweep(broker: Broker): void {
   const now = Date.now()
+  if (now - (lastRetainedSweep.get(broker) ?? broker.startedAt) >= RETAINED_SWEEP_MS) {
+    lastRetainedSweep.set(broker, now)
+    sweepRetained(broker, now)
+  }
   const connectTimeout = broker.config.mqtt.connectTimeout * 1000
   for (const conn of broker.connections) {
     if (conn.state === 'new' || conn.state === 'authenticating') {
@@ -42,4 +49,11 @@ export function sweep(broker: Broker): void {
       })
     }
   }
+}
+
+/** Deletes retained messages whose Message Expiry Interval has passed, so they stop using space. */
+export function sweepRetained(broker: Broker, now: number): void {
+  const expired: string[] = []
+  for (const msg of broker.store.allRetained()) if (msg.expiresAt > 0 && msg.expiresAt <= now) expired.push(msg.topic)
+  for (const topic of expired) broker.store.deleteRetained(topic)
 }
