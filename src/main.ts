@@ -54,6 +54,8 @@ const start = defineCommand({
       await broker.start()
     } catch (e) {
       broker.log.error('cannot start', { error: (e as Error).message })
+      // also on stderr, so the reason shows whatever the log level
+      process.stderr.write(`vmqtt: cannot start: ${(e as Error).message}\n`)
       process.exit(1)
     }
     let admin: ReturnType<typeof startAdmin> = null

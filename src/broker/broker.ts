@@ -92,6 +92,8 @@ export class Broker {
   async start(): Promise<void> {
     await this.store.open()
     restore(this)
+    // time passed while the broker was down: expire sessions, wills and messages before listening
+    sweep(this)
     this.commits.flush()
     const { host, port } = this.config.mqtt
     if (port !== 'off') {
@@ -189,7 +191,8 @@ export class Broker {
     s.disconnectedAt = Date.now()
     const will = conn.will
     conn.will = null
-    if (will !== null && !conn.cleanDisconnect && !this.#closing) {
+    // a shutdown closes connections without a DISCONNECT from the client: wills are published
+    if (will !== null && !conn.cleanDisconnect) {
       // [MQTT-3.1.3-9] a delayed will waits for the delay or the end of the session
       if (will.delay > 0 && s.expiryInterval > 0) {
         s.pendingWill = will

@@ -96,8 +96,8 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
     old.disconnect(RC.SESSION_TAKEN_OVER, 'session taken over by a new connection')
   }
   let s = broker.sessions.get(id)
-  // [MQTT-3.1.2-4] clean start discards any existing session
-  if (s !== undefined && p.clean) { broker.endSession(s); s = undefined }
+  // [MQTT-3.1.2-4] clean start discards any existing session; so does its expiry passing
+  if (s !== undefined && (p.clean || s.expiresAt() <= Date.now())) { broker.endSession(s); s = undefined }
   const sessionPresent = s !== undefined
   if (s === undefined) s = broker.createSession(id, conn.version)
   // [MQTT-3.1.3-9] a delayed will of the previous connection is not sent when the session resumes

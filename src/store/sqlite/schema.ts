@@ -56,13 +56,19 @@ export const SCHEMA_VERSION = MIGRATIONS.length
 
 export class SchemaError extends Error {}
 
-/** Brings the database to SCHEMA_VERSION; refuses a newer one. Returns the version it found. */
-export function migrate(db: Database, path: string): number {
+/** Refuses a database written by a newer vmqtt, before anything changes it. */
+export function checkVersion(db: Database, path: string): number {
   const found = (db.query('PRAGMA user_version').get() as { user_version: number }).user_version
   if (found > SCHEMA_VERSION) {
     throw new SchemaError(`${path} has schema version ${found}, newer than this vmqtt supports (${SCHEMA_VERSION}): ` +
       'run the vmqtt version that wrote it, or point VMQTT_DATA_DIR elsewhere')
   }
+  return found
+}
+
+/** Brings the database to SCHEMA_VERSION; refuses a newer one. Returns the version it found. */
+export function migrate(db: Database, path: string): number {
+  const found = checkVersion(db, path)
   for (let v = found; v < SCHEMA_VERSION; v++) {
     db.transaction(() => {
       db.run(MIGRATIONS[v]!)

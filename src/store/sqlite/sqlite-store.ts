@@ -6,7 +6,7 @@ import type { QoS } from 'mqtt-packet'
 import { TopicTree } from '../../topic/topic-tree.ts'
 import { StoreError, type OutboxEntry, type Restored, type SessionRecord, type Store } from '../types.ts'
 import { messageFromRow, propsToJson, subsFromJson, subsToJson, willFromJson, willToJson, type MessageRow } from './rows.ts'
-import { migrate, SchemaError } from './schema.ts'
+import { checkVersion, migrate, SchemaError } from './schema.ts'
 
 export interface SqliteOptions {
   dir: string
@@ -54,7 +54,8 @@ export class SqliteStore implements Store {
       mkdirSync(dir, { recursive: true })
       if (!statSync(dir).isDirectory()) throw new Error('not a directory')
     } catch (e) {
-      throw new StoreError('data-dir', `cannot use data directory ${dir}: ${(e as Error).message}. ` +
+      const why = (e as { code?: string }).code === 'EEXIST' ? 'it exists and is not a directory' : (e as Error).message
+      throw new StoreError('data-dir', `cannot use data directory ${dir}: ${why}. ` +
         'Create it with write permission for vmqtt, or set VMQTT_DATA_DIR to another directory.')
     }
     let db: Database
@@ -66,6 +67,7 @@ export class SqliteStore implements Store {
     try {
       db.run('PRAGMA busy_timeout = 0')
       db.run('PRAGMA locking_mode = EXCLUSIVE')
+      checkVersion(db, this.path)
       const mode = (db.query('PRAGMA journal_mode = WAL').get() as { journal_mode: string }).journal_mode
       if (mode !== 'wal') throw new StoreError('wal', `${this.path}: cannot switch to WAL mode (got ${mode})`)
       // take the exclusive lock now: a second vmqtt on the same directory fails here
@@ -236,21 +238,17 @@ export class SqliteStore implements Store {
         this.#ops = ops.concat(this.#ops)
         throw new StoreError((e as { code?: string }).code ?? 'io', `commit to ${this.path} failed: ${(e as Error).message}`)
       }
-      // full: keep every write that fits (deletes free space), drop the ones that do not
-      try {
-        db.transaction(() => {
-          for (const op of ops) {
-            try {
-              db.transaction(op)()
-            } catch (inner) {
-              if (!isFull(inner)) throw inner
-              dropped++
-            }
-          }
-        })()
-      } catch (e2) {
-        this.#ops = ops.concat(this.#ops)
-        throw new StoreError('full', `commit to ${this.path} failed, storage full: ${(e2 as Error).message}`)
+      // full: keep every write that fits (deletes free space), drop the ones that do not.
+      // SQLite may roll back the whole transaction on SQLITE_FULL, so savepoints inside one
+      // transaction do not work: each write gets its own transaction here.
+      for (let i = 0; i < ops.length; i++) {
+        try {
+          db.transaction(ops[i]!)()
+        } catch (e2) {
+          if (isFull(e2)) { dropped++; continue }
+          this.#ops = ops.slice(i).concat(this.#ops)
+          throw new StoreError((e2 as { code?: string }).code ?? 'io', `commit to ${this.path} failed: ${(e2 as Error).message}`)
+        }
       }
     }
     if (now - this.#lastCheckpoint > CHECKPOINT_INTERVAL_MS) {
