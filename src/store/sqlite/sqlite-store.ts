@@ -35,7 +35,7 @@ export class SqliteStore implements Store {
   #retained = new TopicTree<Message>()
   #msgIds = new WeakMap<Message, number>()
   #nextMsgId = 1
-  #lastGc = Date.now()
+  #lastGc = 0
   #lastCheckpoint = Date.now()
   #s!: Record<string, Statement>
 
