@@ -61,6 +61,13 @@ export class Broker {
   readonly listeners: Listener[] = []
   readonly startedAt = Date.now()
   #timers: ReturnType<typeof setInterval>[] = []
+  /** Connections with output queued in this turn; flushed together in one microtask. */
+  #dirty: Connection[] = []
+  #flushAll = () => {
+    const dirty = this.#dirty
+    this.#dirty = []
+    for (const c of dirty) c.flush()
+  }
   #closing = false
 
   constructor(config: Readonly<Config>, opts: BrokerOptions = {}) {
@@ -82,6 +89,12 @@ export class Broker {
   /** Makes sure buffered store writes get committed soon. */
   touch(): void {
     if (this.store.pending) this.commits.schedule()
+  }
+
+  /** Queues a connection's coalesced write for the end of the current callback. */
+  scheduleFlush(conn: Connection): void {
+    if (this.#dirty.length === 0) queueMicrotask(this.#flushAll)
+    this.#dirty.push(conn)
   }
 
   get closing(): boolean {

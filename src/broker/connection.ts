@@ -32,10 +32,10 @@ export class Connection implements ConnectionSink {
   clientReceiveMaximum = 65535
   clientMaxPacketSize = 268435460
   clientTopicAliasMax = 0
-  /** Topic aliases the client set for messages to us. */
-  readonly aliasesIn = new Map<number, string>()
-  /** Topic aliases we set for messages to the client. */
-  readonly aliasesOut = new Map<string, number>()
+  /** Topic aliases the client set for messages to us (created on first use). */
+  aliasesIn: Map<number, string> | null = null
+  /** Topic aliases we set for messages to the client (created on first use). */
+  aliasesOut: Map<string, number> | null = null
   /** Enhanced authentication method of this connection, when any. */
   authMethod: string | undefined
   authState: unknown
@@ -47,7 +47,6 @@ export class Connection implements ConnectionSink {
   #outBytes = 0
   #backlog: Uint8Array | null = null
   #flushScheduled = false
-  #flush = () => this.flush()
   /** Frames held while an asynchronous step (e.g. authentication) runs, replayed in order. */
   #held: [number, Buffer][] | null = null
   #onFrame = (header: number, body: Buffer): void => {
@@ -129,7 +128,7 @@ export class Connection implements ConnectionSink {
     this.#outBytes += bytes.length
     if (!this.#flushScheduled) {
       this.#flushScheduled = true
-      queueMicrotask(this.#flush)
+      this.broker.scheduleFlush(this)
     }
   }
 

@@ -125,13 +125,14 @@ export function writePublish(conn: Connection, d: Delivery, packetId: number, du
   let topic = msg.topic
   let alias = 0
   if (v5 && conn.clientTopicAliasMax > 0) {
-    const known = conn.aliasesOut.get(topic)
+    const aliases = (conn.aliasesOut ??= new Map())
+    const known = aliases.get(topic)
     if (known !== undefined) { alias = known; topic = '' }
-    else if (conn.aliasesOut.size < conn.clientTopicAliasMax) alias = conn.aliasesOut.size + 1
+    else if (aliases.size < conn.clientTopicAliasMax) alias = aliases.size + 1
   }
   const bytes = encodePublish({ topic, payload: msg.payload, qos, retain: d.retain, dup, packetId, props: v5 ? msg.props : null, expiry: v5 ? expiry : -1, topicAlias: alias, subIds: v5 ? d.subIds : null }, v5)
   if (bytes.length > conn.clientMaxPacketSize) return false
-  if (alias > 0 && topic !== '') conn.aliasesOut.set(topic, alias)
+  if (alias > 0 && topic !== '') conn.aliasesOut!.set(topic, alias)
   conn.broker.stats.msgsOut++
   conn.send(bytes)
   return true

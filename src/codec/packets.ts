@@ -22,6 +22,34 @@ export function peekConnect(body: Buffer): ConnectPeek | null {
   return { protocolName: body.toString('latin1', 2, 2 + len), level: body[2 + len]! }
 }
 
+interface ReusableParser {
+  parse(buf: Buffer): number
+  on(event: string, fn: (x: never) => void): void
+  _resetState(): void
+  _pos: number
+  settings: { protocolVersion: ProtocolVersion }
+}
+
+/** One mqtt-packet parser, reused for every decode (it is reset before each whole frame):
+ * a parser per packet would be garbage per CONNECT and SUBSCRIBE. */
+const shared = {
+  parser: makeParser(),
+  result: null as Packet | null,
+  error: null as Error | null,
+  end: -1,
+}
+
+function makeParser(): ReusableParser {
+  const parser = mqttPacket.parser({ protocolVersion: 4 }) as unknown as ReusableParser
+  parser.on('packet', (p: Packet) => {
+    if (shared.result !== null) return
+    shared.result = p
+    shared.end = parser._pos
+  })
+  parser.on('error', (e: Error) => { shared.error ??= e })
+  return parser
+}
+
 /**
  * Decodes the less frequent packet types with mqtt-packet. PUBLISH and the acks use the
  * hand-written fast path in publish.ts and acks.ts.
@@ -30,19 +58,21 @@ export function decodePacket(header: number, body: Buffer, version: ProtocolVers
   const frame = Buffer.allocUnsafe(1 + varintSize(body.length) + body.length)
   frame[0] = header
   body.copy(frame, writeVarint(frame, 1, body.length))
-  const parser = mqttPacket.parser({ protocolVersion: version })
-  let result: Packet | null = null
-  let error: Error | null = null
-  let end = -1
-  parser.on('packet', (p: Packet) => {
-    if (result !== null) return
-    result = p
-    end = (parser as unknown as { _pos: number })._pos
-  })
-  parser.on('error', (e: Error) => { error ??= e })
+  const parser = shared.parser
+  shared.result = null
+  shared.error = null
+  parser._resetState()
+  parser.settings = { protocolVersion: version }
   parser.parse(frame)
-  if (error !== null) throw new MqttError(RC.MALFORMED_PACKET, (error as Error).message)
-  if (result === null) throw new MqttError(RC.MALFORMED_PACKET, 'incomplete packet')
+  const result = shared.result as Packet | null
+  const error = shared.error as Error | null
+  const end = shared.end
+  shared.result = null
+  if (error !== null || result === null) {
+    // a failed parse may leave the parser mid-packet: start the next decode with a fresh one
+    shared.parser = makeParser()
+    throw new MqttError(RC.MALFORMED_PACKET, error?.message ?? 'incomplete packet')
+  }
   // mqtt-packet ignores bytes after the last field of a CONNECT; the spec's lengths must add up
   if ((result as Packet).cmd === 'connect' && end !== body.length) {
     throw new MqttError(RC.MALFORMED_PACKET, 'CONNECT has bytes after its payload')

@@ -3,7 +3,8 @@
  * stored under a caller-chosen key per filter. Pure and synchronous.
  */
 class Node<V> {
-  children = new Map<string, Node<V>>()
+  /** Created on first child: most nodes of a large trie are leaves. */
+  children: Map<string, Node<V>> | null = null
   values: Map<string, V> | null = null
 }
 
@@ -19,6 +20,7 @@ export class TopicTrie<V> {
   add(filter: string, key: string, value: V): boolean {
     let node = this.#root
     for (const level of filter.split('/')) {
+      node.children ??= new Map()
       let next = node.children.get(level)
       if (next === undefined) {
         next = new Node<V>()
@@ -39,7 +41,7 @@ export class TopicTrie<V> {
     const path: Node<V>[] = [this.#root]
     let node = this.#root
     for (const level of levels) {
-      const next = node.children.get(level)
+      const next = node.children?.get(level)
       if (next === undefined) return false
       path.push(next)
       node = next
@@ -49,8 +51,10 @@ export class TopicTrie<V> {
     if (node.values.size === 0) node.values = null
     for (let i = levels.length; i > 0; i--) {
       const n = path[i]!
-      if (n.values !== null || n.children.size > 0) break
-      path[i - 1]!.children.delete(levels[i - 1]!)
+      if (n.values !== null || (n.children !== null && n.children.size > 0)) break
+      const parent = path[i - 1]!
+      parent.children!.delete(levels[i - 1]!)
+      if (parent.children!.size === 0) parent.children = null
     }
     return true
   }
@@ -58,7 +62,7 @@ export class TopicTrie<V> {
   get(filter: string, key: string): V | undefined {
     let node: Node<V> | undefined = this.#root
     for (const level of filter.split('/')) {
-      node = node.children.get(level)
+      node = node.children?.get(level)
       if (node === undefined) return undefined
     }
     return node.values?.get(key)
@@ -73,19 +77,24 @@ export class TopicTrie<V> {
 
   #walk(node: Node<V>, levels: string[], i: number, dollar: boolean, visit: (value: V, key: string) => void): void {
     const wild = !(dollar && i === 0)
+    const children = node.children
+    if (children === null) {
+      if (i === levels.length && node.values) for (const [k, v] of node.values) visit(v, k)
+      return
+    }
     if (wild) {
       // '#' matches the parent level and every level below [MQTT-4.7.1-2]
-      const hash = node.children.get('#')
+      const hash = children.get('#')
       if (hash?.values) for (const [k, v] of hash.values) visit(v, k)
     }
     if (i === levels.length) {
       if (node.values) for (const [k, v] of node.values) visit(v, k)
       return
     }
-    const exact = node.children.get(levels[i]!)
+    const exact = children.get(levels[i]!)
     if (exact !== undefined) this.#walk(exact, levels, i + 1, dollar, visit)
     if (wild) {
-      const plus = node.children.get('+')
+      const plus = children.get('+')
       if (plus !== undefined) this.#walk(plus, levels, i + 1, dollar, visit)
     }
   }
@@ -96,7 +105,7 @@ export class TopicTrie<V> {
     while (stack.length > 0) {
       const [node, path] = stack.pop()!
       if (node.values) for (const [k, v] of node.values) yield [path, k, v]
-      for (const [level, child] of node.children) stack.push([child, path === '' && node === this.#root ? level : `${path}/${level}`])
+      if (node.children) for (const [level, child] of node.children) stack.push([child, path === '' && node === this.#root ? level : `${path}/${level}`])
     }
   }
 }

@@ -26,9 +26,9 @@ export function handlePublish(conn: Connection, header: number, body: Buffer): v
     if (p.topicAlias > lim.topicAliasMaximum) {
       throw new MqttError(RC.TOPIC_ALIAS_INVALID, `topic alias ${p.topicAlias} outside 1..${lim.topicAliasMaximum}`)
     }
-    if (topic.length > 0) conn.aliasesIn.set(p.topicAlias, topic)
+    if (topic.length > 0) (conn.aliasesIn ??= new Map()).set(p.topicAlias, topic)
     else {
-      const known = conn.aliasesIn.get(p.topicAlias)
+      const known = conn.aliasesIn?.get(p.topicAlias)
       if (known === undefined) throw new MqttError(RC.PROTOCOL_ERROR, `unknown topic alias ${p.topicAlias}`)
       topic = known
     }
