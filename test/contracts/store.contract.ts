@@ -155,6 +155,20 @@ export function runStoreContract(name: string, factory: StoreFactory): void {
     })
 
     if (factory.reopen) {
+      test('a message delivered again after its last outbox entry went is still there after a reopen', async () => {
+        const m = msg('again/1', 'retained twice')
+        store.putOutbox('a', { seq: 1, delivery: delivery(m, { seq: 1 }), packetId: 0, state: 'queued' })
+        store.commit()
+        store.removeOutbox('a', 1)
+        store.commit()
+        store.putOutbox('b', { seq: 1, delivery: delivery(m, { seq: 1 }), packetId: 0, state: 'queued' })
+        store.commit()
+        await store.close()
+        store = await factory.reopen!()
+        await store.open()
+        expect(store.load().outbox.get('b')!.map((e) => e.delivery.msg.payload.toString())).toEqual(['retained twice'])
+      })
+
       test('everything committed is there after a reopen', async () => {
         store.setRetained(msg('keep/1', 'r1', { qos: 2, expiresAt: 123 }))
         store.saveSession(session('c1', { subscriptions: [{ clientId: 'c1', raw: 'a/#', filter: 'a/#', group: null, qos: 2, noLocal: true, retainAsPublished: false, retainHandling: 1, subId: 0 }] }))
