@@ -139,7 +139,7 @@ export class Broker {
     s.maxQueued = this.config.limits.maxQueuedMessages
     s.queueQos0 = c.queueQos0
     s.dropNew = c.queueOverflow === 'drop-new'
-    s.onDrop = () => { this.stats.dropped++ }
+    s.counters = this.stats
     this.sessions.set(clientId, s)
     return s
   }

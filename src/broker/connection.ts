@@ -43,13 +43,14 @@ export class Connection implements ConnectionSink {
   cleanDisconnect = false
   /** QoS 1/2 PUBLISH received whose PUBACK/PUBREC waits for the store commit. */
   unackedIn = 0
-  #out: Uint8Array[] = []
+  #out: Uint8Array[] | null = null
   #outBytes = 0
   #backlog: Uint8Array | null = null
   #flushScheduled = false
   /** Frames held while an asynchronous step (e.g. authentication) runs, replayed in order. */
   #held: [number, Buffer][] | null = null
-  #onFrame = (header: number, body: Buffer): void => {
+  /** Called by the framer for every whole packet. */
+  onFrame(header: number, body: Buffer): void {
     if (this.state === 'closed') return
     if (this.#held !== null) this.#held.push([header, Buffer.from(body)])
     else this.#run(header, body)
@@ -71,7 +72,7 @@ export class Connection implements ConnectionSink {
     this.lastRx = Date.now()
     this.broker.stats.bytesIn += chunk.length
     try {
-      this.framer.push(chunk, this.#onFrame)
+      this.framer.push(chunk, this)
     } catch (e) {
       this.fail(e)
     }
@@ -124,7 +125,8 @@ export class Connection implements ConnectionSink {
   /** Queues a packet; bytes go out in one write at the end of the current callback. */
   send(bytes: Uint8Array): void {
     if (this.state === 'closed') return
-    this.#out.push(bytes)
+    if (this.#out === null) this.#out = [bytes]
+    else this.#out.push(bytes)
     this.#outBytes += bytes.length
     if (!this.#flushScheduled) {
       this.#flushScheduled = true
@@ -159,13 +161,14 @@ export class Connection implements ConnectionSink {
    */
   flush(force = false): void {
     this.#flushScheduled = false
-    if (this.#out.length === 0) return
+    const out = this.#out
+    if (out === null) return
     if (!force && this.broker.store.pending) {
       this.broker.commits.hold(this)
       return
     }
-    const data = this.#out.length === 1 ? this.#out[0]! : Buffer.concat(this.#out, this.#outBytes)
-    this.#out = []
+    const data = out.length === 1 ? out[0]! : Buffer.concat(out, this.#outBytes)
+    this.#out = null
     this.#outBytes = 0
     this.broker.stats.bytesOut += data.length
     if (this.#backlog !== null) {

@@ -53,7 +53,7 @@ export function unpersist(session: Session, d: Delivery): void {
 function enqueue(session: Session, d: Delivery): void {
   if (session.queue.length >= session.maxQueued) {
     session.droppedMessages++
-    session.onDrop()
+    session.counters.dropped++
     if (session.dropNew || session.queue.length === 0) return
     unpersist(session, session.queue.shift()!)
   }

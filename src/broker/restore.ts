@@ -26,7 +26,7 @@ export function restore(broker: Broker): void {
         s.queue.push(e.delivery)
       }
     }
-    for (const id of inboundQos2.get(rec.clientId) ?? []) s.inboundQos2.add(id)
+    for (const id of inboundQos2.get(rec.clientId) ?? []) s.addQos2(id)
     if (rec.will !== null) {
       if (!wasConnected) {
         s.pendingWill = rec.will

@@ -1,7 +1,10 @@
 import { MqttError, RC } from './reason-codes.ts'
 
-/** One complete MQTT control packet: the first header byte and the variable header + payload. */
-export type FrameHandler = (header: number, body: Buffer) => void
+/** Receives each complete MQTT control packet: the first header byte and the variable header +
+ * payload. An object, not a closure, so a connection needs no per-instance function. */
+export interface FrameHandler {
+  onFrame(header: number, body: Buffer): void
+}
 
 /**
  * Incremental framer: turns a byte stream into whole packets. It checks the remaining length
@@ -51,7 +54,7 @@ export class Framer {
         throw new MqttError(RC.PACKET_TOO_LARGE, `packet of ${total} bytes exceeds maximum packet size ${this.#max}`)
       }
       if (len - i < remaining) break
-      onFrame(header, buf.subarray(i, i + remaining))
+      onFrame.onFrame(header, buf.subarray(i, i + remaining))
       pos = i + remaining
     }
     if (pos < len) this.#pending = Buffer.from(buf.subarray(pos))

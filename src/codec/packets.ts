@@ -8,6 +8,9 @@ export type ProtocolVersion = 3 | 4 | 5
 
 const REPLACEMENT = Buffer.from([0xef, 0xbf, 0xbd])
 
+// mqtt-packet would otherwise build 65,536 cached two-byte Buffers (~6 MB) on first encode
+;(mqttPacket.writeToStream as unknown as { cacheNumbers: boolean }).cacheNumbers = false
+
 /** What the first bytes of a CONNECT say, read before the full parse so that an unsupported
  * protocol can be answered with the right CONNACK [MQTT-3.1.2-2]. */
 export interface ConnectPeek {

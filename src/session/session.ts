@@ -17,8 +17,8 @@ export class Session {
   readonly inflight = new Map<number, Inflight>()
   /** Deliveries waiting for the client or for room in the inflight window. */
   queue: Delivery[] = []
-  /** Inbound QoS 2 packet ids that got PUBREC and await PUBREL. */
-  readonly inboundQos2 = new Set<number>()
+  /** Inbound QoS 2 packet ids that got PUBREC and await PUBREL (created on first use). */
+  #qos2: Set<number> | null = null
   /** A will waiting for its Will Delay Interval to pass after the connection ended. */
   pendingWill: Will | null = null
   pendingWillAt = 0
@@ -27,7 +27,8 @@ export class Session {
   maxQueued = 1000
   queueQos0 = false
   dropNew = false
-  onDrop: () => void = () => {}
+  /** Shared counters (the broker's stats), not a per-session object. */
+  counters: { dropped: number } = { dropped: 0 }
   /** Where this session's state is written through; null for a session that ends with its
    * connection (expiry 0), which has nothing to persist. */
   store: Store | null = null
@@ -38,6 +39,22 @@ export class Session {
   constructor(clientId: string, version: 3 | 4 | 5) {
     this.clientId = clientId
     this.version = version
+  }
+
+  hasQos2(id: number): boolean {
+    return this.#qos2 !== null && this.#qos2.has(id)
+  }
+
+  addQos2(id: number): void {
+    (this.#qos2 ??= new Set()).add(id)
+  }
+
+  deleteQos2(id: number): boolean {
+    return this.#qos2 !== null && this.#qos2.delete(id)
+  }
+
+  get qos2Count(): number {
+    return this.#qos2?.size ?? 0
   }
 
   /** A free packet id for an outbound message, or 0 when all 65535 are in use. */

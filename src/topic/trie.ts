@@ -5,7 +5,44 @@
 class Node<V> {
   /** Created on first child: most nodes of a large trie are leaves. */
   children: Map<string, Node<V>> | null = null
-  values: Map<string, V> | null = null
+  /** The first value is held inline (most filters have one subscriber); the rest in a Map. */
+  key: string | null = null
+  value: V | undefined = undefined
+  more: Map<string, V> | null = null
+
+  get empty(): boolean {
+    return this.key === null && this.more === null
+  }
+
+  getValue(key: string): V | undefined {
+    return this.key === key ? this.value : this.more?.get(key)
+  }
+
+  /** Sets key's value; returns true if the key was new. */
+  setValue(key: string, value: V): boolean {
+    if (this.key === key) { this.value = value; return false }
+    if (this.key === null && (this.more === null || !this.more.has(key))) { this.key = key; this.value = value; return true }
+    const more = (this.more ??= new Map())
+    const isNew = !more.has(key)
+    more.set(key, value)
+    return isNew
+  }
+
+  deleteValue(key: string): boolean {
+    if (this.key === key) {
+      this.key = null
+      this.value = undefined
+      return true
+    }
+    if (this.more === null || !this.more.delete(key)) return false
+    if (this.more.size === 0) this.more = null
+    return true
+  }
+
+  visit(fn: (value: V, key: string) => void): void {
+    if (this.key !== null) fn(this.value as V, this.key)
+    if (this.more !== null) for (const [k, v] of this.more) fn(v, k)
+  }
 }
 
 export class TopicTrie<V> {
@@ -28,9 +65,7 @@ export class TopicTrie<V> {
       }
       node = next
     }
-    node.values ??= new Map()
-    const isNew = !node.values.has(key)
-    node.values.set(key, value)
+    const isNew = node.setValue(key, value)
     if (isNew) this.#size++
     return isNew
   }
@@ -46,12 +81,11 @@ export class TopicTrie<V> {
       path.push(next)
       node = next
     }
-    if (node.values === null || !node.values.delete(key)) return false
+    if (!node.deleteValue(key)) return false
     this.#size--
-    if (node.values.size === 0) node.values = null
     for (let i = levels.length; i > 0; i--) {
       const n = path[i]!
-      if (n.values !== null || (n.children !== null && n.children.size > 0)) break
+      if (!n.empty || (n.children !== null && n.children.size > 0)) break
       const parent = path[i - 1]!
       parent.children!.delete(levels[i - 1]!)
       if (parent.children!.size === 0) parent.children = null
@@ -65,7 +99,7 @@ export class TopicTrie<V> {
       node = node.children?.get(level)
       if (node === undefined) return undefined
     }
-    return node.values?.get(key)
+    return node.getValue(key)
   }
 
   /** Calls visit for every value whose filter matches the topic name. */
@@ -79,16 +113,15 @@ export class TopicTrie<V> {
     const wild = !(dollar && i === 0)
     const children = node.children
     if (children === null) {
-      if (i === levels.length && node.values) for (const [k, v] of node.values) visit(v, k)
+      if (i === levels.length) node.visit(visit)
       return
     }
     if (wild) {
       // '#' matches the parent level and every level below [MQTT-4.7.1-2]
-      const hash = children.get('#')
-      if (hash?.values) for (const [k, v] of hash.values) visit(v, k)
+      children.get('#')?.visit(visit)
     }
     if (i === levels.length) {
-      if (node.values) for (const [k, v] of node.values) visit(v, k)
+      node.visit(visit)
       return
     }
     const exact = children.get(levels[i]!)
@@ -104,7 +137,9 @@ export class TopicTrie<V> {
     const stack: [Node<V>, string][] = [[this.#root, '']]
     while (stack.length > 0) {
       const [node, path] = stack.pop()!
-      if (node.values) for (const [k, v] of node.values) yield [path, k, v]
+      const found: [string, string, V][] = []
+      node.visit((v, k) => { found.push([path, k, v]) })
+      yield* found
       if (node.children) for (const [level, child] of node.children) stack.push([child, path === '' && node === this.#root ? level : `${path}/${level}`])
     }
   }

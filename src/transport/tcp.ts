@@ -1,38 +1,29 @@
-import type { Socket } from 'bun'
-import type { Accept, ConnectionSink, Listener, MqttSocket } from './types.ts'
+import type { Accept, ConnectionSink, Listener } from './types.ts'
 
-interface Data {
-  sink: ConnectionSink | null
-}
-
-/** Plain TCP listener on Bun.listen. */
+/** Plain TCP listener on Bun.listen. Bun's socket is the MqttSocket itself and its data slot
+ * holds the connection: nothing else is allocated per connection. */
 export function listenTcp(host: string, port: number, accept: Accept): Listener {
-  const server = Bun.listen<Data>({
+  const server = Bun.listen<ConnectionSink | null>({
     hostname: host,
     port,
     socket: {
       open(socket) {
-        const wrapped: MqttSocket = {
-          write: (d) => socket.write(d),
-          end: () => socket.end(),
-          remoteAddress: socket.remoteAddress,
-        }
-        socket.data = { sink: accept(wrapped) }
+        socket.data = accept(socket)
       },
       data(socket, chunk) {
-        socket.data.sink?.data(chunk)
+        socket.data?.data(chunk)
       },
       drain(socket) {
-        socket.data.sink?.drain()
+        socket.data?.drain()
       },
       close(socket) {
-        const sink = socket.data.sink
-        socket.data.sink = null
+        const sink = socket.data
+        socket.data = null
         sink?.close()
       },
       error(socket) {
-        const sink = socket.data.sink
-        socket.data.sink = null
+        const sink = socket.data
+        socket.data = null
         sink?.close()
       },
     },
@@ -44,5 +35,3 @@ export function listenTcp(host: string, port: number, accept: Accept): Listener 
     stop: (force = false) => server.stop(force),
   }
 }
-
-export type { Socket }

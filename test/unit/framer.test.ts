@@ -8,7 +8,7 @@ type Frame = { header: number; body: string }
 /** Pushes every chunk and returns the frames as header + body hex (copied at once). */
 function run(framer: Framer, chunks: Uint8Array[]): Frame[] {
   const out: Frame[] = []
-  for (const c of chunks) framer.push(Buffer.from(c), (header, body) => out.push({ header, body: body.toString('hex') }))
+  for (const c of chunks) framer.push(Buffer.from(c), { onFrame: (header: number, body: Buffer) => { out.push({ header, body: body.toString('hex') }) } })
   return out
 }
 
@@ -111,7 +111,7 @@ describe('Framer errors', () => {
     const f = new Framer(100)
     const seen: number[] = []
     const chunk = Buffer.concat([b.pingreq(), Buffer.from([0x30, 0xc8, 0x01])])
-    expect(codeOf(() => f.push(chunk, (h) => seen.push(h)))).toBe(0x95)
+    expect(codeOf(() => f.push(chunk, { onFrame: (h: number) => { seen.push(h) } }))).toBe(0x95)
     expect(seen).toEqual([0xc0])
   })
 

@@ -171,3 +171,20 @@ describe('add / remove / get', () => {
     expect(got).toEqual(want)
   })
 })
+
+test('many keys on one filter: removing and re-adding keeps every value exactly once', () => {
+  const t = new TopicTrie<string>()
+  for (const k of ['a', 'b', 'c']) expect(t.add('x/y', k, `v${k}`)).toBe(true)
+  expect(t.add('x/y', 'b', 'vb2')).toBe(false)
+  expect(t.remove('x/y', 'a')).toBe(true)
+  expect(t.add('x/y', 'd', 'vd')).toBe(true)
+  expect(t.add('x/y', 'c', 'vc2')).toBe(false)
+  const seen: string[] = []
+  t.match('x/y', (v, k) => seen.push(`${k}=${v}`))
+  expect(seen.sort()).toEqual(['b=vb2', 'c=vc2', 'd=vd'])
+  expect(t.size).toBe(3)
+  for (const k of ['b', 'c', 'd']) expect(t.remove('x/y', k)).toBe(true)
+  expect(t.remove('x/y', 'd')).toBe(false)
+  expect(t.size).toBe(0)
+  expect([...t.entries()]).toEqual([])
+})

@@ -43,7 +43,7 @@ export function handleAck(conn: Connection, header: number, body: Buffer): void 
     }
     case PUBREL: {
       // [MQTT-4.3.3-11] answer PUBREL with PUBCOMP; the id may be reused afterwards
-      const known = s.inboundQos2.delete(ack.packetId)
+      const known = s.deleteQos2(ack.packetId)
       if (known && s.store !== null) s.store.removeInboundQos2(s.clientId, ack.packetId)
       const v5 = conn.v5
       // the forgotten id must be durable before PUBCOMP, or a restart would drop its next use

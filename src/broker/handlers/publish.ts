@@ -35,17 +35,17 @@ export function handlePublish(conn: Connection, header: number, body: Buffer): v
   }
   const err = topicNameError(topic, { maxLength: lim.maxTopicLength, maxLevels: lim.maxTopicLevels })
   if (err !== null) throw new MqttError(RC.TOPIC_NAME_INVALID, `invalid topic name: ${err}`)
-  if (p.qos === 2 && s.inboundQos2.has(p.packetId)) {
+  if (p.qos === 2 && s.hasQos2(p.packetId)) {
     // [MQTT-4.3.3-10] a resent QoS 2 PUBLISH before PUBREL is not delivered again
     conn.send(encodeAck(PUBREC, p.packetId, 0, conn.v5))
     return
   }
-  if (p.qos === 1 && conn.v5 && s.inboundQos2.has(p.packetId)) {
+  if (p.qos === 1 && conn.v5 && s.hasQos2(p.packetId)) {
     // v5 0x91: the id is held by a QoS 2 flow awaiting PUBREL; the message is not accepted
     conn.send(encodeAck(PUBACK, p.packetId, RC.PACKET_IDENTIFIER_IN_USE, true))
     return
   }
-  if (conn.v5 && p.qos > 0 && conn.unackedIn + s.inboundQos2.size >= lim.receiveMaximum) {
+  if (conn.v5 && p.qos > 0 && conn.unackedIn + s.qos2Count >= lim.receiveMaximum) {
     // [MQTT-3.3.4-7] more unacknowledged QoS 1/2 PUBLISH than our Receive Maximum
     throw new MqttError(RC.RECEIVE_MAXIMUM_EXCEEDED, `more than ${lim.receiveMaximum} unacknowledged QoS 1/2 messages`)
   }
@@ -67,7 +67,7 @@ export function handlePublish(conn: Connection, header: number, body: Buffer): v
   const id = p.packetId
   const type = p.qos === 1 ? PUBACK : PUBREC
   if (p.qos === 2) {
-    s.inboundQos2.add(id)
+    s.addQos2(id)
     if (s.store !== null) s.store.addInboundQos2(s.clientId, id)
   }
   conn.unackedIn++
@@ -75,7 +75,7 @@ export function handlePublish(conn: Connection, header: number, body: Buffer): v
   broker.afterCommit((r) => {
     conn.unackedIn--
     if (r === 'ok') return conn.send(encodeAck(type, id, reason, conn.v5))
-    if (p.qos === 2 && s.inboundQos2.delete(id) && s.store !== null) s.store.removeInboundQos2(s.clientId, id)
+    if (p.qos === 2 && s.deleteQos2(id) && s.store !== null) s.store.removeInboundQos2(s.clientId, id)
     // v5: 0x97 tells the publisher the message was not stored; v3 has no such code: close so it resends
     if (conn.v5) conn.send(encodeAck(type, id, RC.QUOTA_EXCEEDED, true))
     else conn.disconnect(RC.QUOTA_EXCEEDED, 'storage full')
