@@ -45,15 +45,17 @@ export class Connection implements ConnectionSink {
   unackedIn = 0
   #out: Uint8Array[] | null = null
   #outBytes = 0
-  #backlog: Uint8Array | null = null
+  /** Bytes the socket did not accept yet, in order; written on drain (never re-concatenated). */
+  #backlog: Uint8Array[] | null = null
+  #backlogBytes = 0
   #flushScheduled = false
   /** Frames held while an asynchronous step (e.g. authentication) runs, replayed in order. */
   #held: [number, Buffer][] | null = null
   /** Called by the framer for every whole packet. */
-  onFrame(header: number, body: Buffer): void {
+  onFrame(header: number, body: Buffer, owned: boolean): void {
     if (this.state === 'closed') return
     if (this.#held !== null) this.#held.push([header, Buffer.from(body)])
-    else this.#run(header, body)
+    else this.#run(header, body, owned)
   }
 
   constructor(broker: Broker, socket: MqttSocket) {
@@ -80,8 +82,8 @@ export class Connection implements ConnectionSink {
     this.flush()
   }
 
-  #run(header: number, body: Buffer): void {
-    const r = dispatch(this, header, body)
+  #run(header: number, body: Buffer, owned: boolean): void {
+    const r = dispatch(this, header, body, owned)
     if (r instanceof Promise) {
       this.#held = []
       r.then(() => this.#resume(), (e: unknown) => { this.#held = null; this.fail(e); this.flush() })
@@ -94,7 +96,7 @@ export class Connection implements ConnectionSink {
     try {
       for (let i = 0; i < held.length; i++) {
         if (this.state === 'closed') return
-        this.#run(held[i]![0], held[i]![1])
+        this.#run(held[i]![0], held[i]![1], true)
         if (this.#held !== null) {
           (this.#held as [number, Buffer][]).push(...held.slice(i + 1))
           break
@@ -151,7 +153,7 @@ export class Connection implements ConnectionSink {
 
   /** Bytes queued and not yet accepted by the socket. */
   get pendingBytes(): number {
-    return this.#outBytes + (this.#backlog?.length ?? 0)
+    return this.#outBytes + this.#backlogBytes
   }
 
   /**
@@ -172,7 +174,8 @@ export class Connection implements ConnectionSink {
     this.#outBytes = 0
     this.broker.stats.bytesOut += data.length
     if (this.#backlog !== null) {
-      this.#backlog = Buffer.concat([this.#backlog, data])
+      this.#backlog.push(data)
+      this.#backlogBytes += data.length
       return
     }
     this.#write(data)
@@ -180,12 +183,30 @@ export class Connection implements ConnectionSink {
 
   #write(data: Uint8Array): void {
     const n = this.socket.write(data)
-    this.#backlog = n < data.length ? data.subarray(Math.max(n, 0)) : null
+    if (n < data.length) {
+      const rest = data.subarray(Math.max(n, 0))
+      this.#backlog = [rest]
+      this.#backlogBytes = rest.length
+    }
   }
 
   drain(): void {
     try {
-      if (this.#backlog !== null) this.#write(this.#backlog)
+      const backlog = this.#backlog
+      if (backlog === null) return
+      while (backlog.length > 0) {
+        const first = backlog[0]!
+        const n = this.socket.write(first)
+        if (n < first.length) {
+          backlog[0] = first.subarray(Math.max(n, 0))
+          this.#backlogBytes -= Math.max(n, 0)
+          return
+        }
+        backlog.shift()
+        this.#backlogBytes -= first.length
+      }
+      this.#backlog = null
+      this.#backlogBytes = 0
     } catch (e) {
       this.fail(e)
     }

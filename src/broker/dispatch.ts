@@ -14,7 +14,7 @@ const CONNECT = 1, PUBLISH = 3, PUBACK = 4, PUBCOMP = 7, SUBSCRIBE = 8, UNSUBSCR
 const PINGREQ = 12, DISCONNECT = 14, AUTH = 15
 
 /** Routes one whole packet to its handler. Throws MqttError on protocol violations. */
-export function dispatch(conn: Connection, header: number, body: Buffer): void | Promise<void> {
+export function dispatch(conn: Connection, header: number, body: Buffer, owned = false): void | Promise<void> {
   const type = header >> 4
   if (conn.state === 'new') {
     // [MQTT-3.1.0-1] the first packet from the client must be CONNECT
@@ -37,7 +37,7 @@ export function dispatch(conn: Connection, header: number, body: Buffer): void |
     throw new MqttError(RC.PROTOCOL_ERROR, 'packet other than AUTH during authentication')
   }
   switch (type) {
-    case PUBLISH: return handlePublish(conn, header, body)
+    case PUBLISH: return handlePublish(conn, header, body, owned)
     case PUBACK: case PUBACK + 1: case PUBACK + 2: case PUBCOMP: return handleAck(conn, header, body)
     case SUBSCRIBE: return handleSubscribe(conn, decodePacket(header, body, conn.version))
     case UNSUBSCRIBE: return handleUnsubscribe(conn, decodePacket(header, body, conn.version))

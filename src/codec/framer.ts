@@ -3,7 +3,8 @@ import { MqttError, RC } from './reason-codes.ts'
 /** Receives each complete MQTT control packet: the first header byte and the variable header +
  * payload. An object, not a closure, so a connection needs no per-instance function. */
 export interface FrameHandler {
-  onFrame(header: number, body: Buffer): void
+  /** owned: body lies in a buffer the framer allocated (not the socket's), safe to keep. */
+  onFrame(header: number, body: Buffer, owned: boolean): void
 }
 
 /**
@@ -11,7 +12,11 @@ export interface FrameHandler {
  * against the maximum packet size as soon as the length is known, before buffering the body.
  */
 export class Framer {
-  #pending: Buffer | null = null
+  /** Bytes of an incomplete packet, kept as received. */
+  #parts: Buffer[] | null = null
+  #partsLen = 0
+  /** Total size of the incomplete packet once its length is known, else 0. */
+  #need = 0
   #max: number
 
   constructor(maxPacketSize: number) {
@@ -25,9 +30,17 @@ export class Framer {
   /** Feeds bytes; calls onFrame for every whole packet. Throws MqttError on bad framing. */
   push(chunk: Buffer, onFrame: FrameHandler): void {
     let buf = chunk
-    if (this.#pending !== null) {
-      buf = Buffer.concat([this.#pending, chunk])
-      this.#pending = null
+    let owned = false
+    if (this.#parts !== null) {
+      this.#parts.push(chunk)
+      this.#partsLen += chunk.length
+      // a large packet arriving in many chunks is copied once, when it is complete
+      if (this.#need > 0 && this.#partsLen < this.#need) return
+      buf = Buffer.concat(this.#parts, this.#partsLen)
+      owned = true
+      this.#parts = null
+      this.#partsLen = 0
+      this.#need = 0
     }
     const len = buf.length
     let pos = 0
@@ -53,14 +66,21 @@ export class Framer {
       if (total > this.#max) {
         throw new MqttError(RC.PACKET_TOO_LARGE, `packet of ${total} bytes exceeds maximum packet size ${this.#max}`)
       }
-      if (len - i < remaining) break
-      onFrame.onFrame(header, buf.subarray(i, i + remaining))
+      if (len - i < remaining) {
+        this.#need = total
+        break
+      }
+      onFrame.onFrame(header, buf.subarray(i, i + remaining), owned)
       pos = i + remaining
     }
-    if (pos < len) this.#pending = Buffer.from(buf.subarray(pos))
+    if (pos < len) {
+      const rest = Buffer.from(buf.subarray(pos))
+      this.#parts = [rest]
+      this.#partsLen = rest.length
+    }
   }
 
   get buffered(): number {
-    return this.#pending?.length ?? 0
+    return this.#partsLen
   }
 }

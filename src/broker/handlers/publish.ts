@@ -9,10 +9,10 @@ import { storeRetained } from '../will.ts'
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 
 /** PUBLISH from a client: checks, topic alias, retained store, routing, acknowledgement. */
-export function handlePublish(conn: Connection, header: number, body: Buffer): void {
+export function handlePublish(conn: Connection, header: number, body: Buffer, owned = false): void {
   const broker = conn.broker
   const lim = broker.config.limits
-  const p = decodePublish(header, body, conn.v5)
+  const p = decodePublish(header, body, conn.v5, owned)
   const s = conn.session!
   // [MQTT-3.2.2-11] QoS above Maximum QoS is a protocol violation (0x9B)
   if (p.qos > lim.maxQos) throw new MqttError(RC.QOS_NOT_SUPPORTED, `QoS ${p.qos} not supported`)
