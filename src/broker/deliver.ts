@@ -111,11 +111,11 @@ export function writePublish(conn: Connection, d: Delivery, packetId: number, du
   const simple = qos === 0 && expiry < 0 && d.subIds === null && (!v5 || conn.clientTopicAliasMax === 0)
   if (simple) {
     const key = (v5 ? 2 : 0) | (d.retain ? 1 : 0)
-    let bytes = msg.cache?.get(key)
+    let bytes = msg.cache?.[key]
     if (bytes === undefined) {
       bytes = encodePublish({ topic: msg.topic, payload: msg.payload, qos: 0, retain: d.retain, dup: false, packetId: 0, props: msg.props, expiry: -1, topicAlias: 0, subIds: null }, v5)
-      msg.cache ??= new Map()
-      msg.cache.set(key, bytes)
+      msg.cache ??= [undefined, undefined, undefined, undefined]
+      msg.cache[key] = bytes
     }
     if (bytes.length > conn.clientMaxPacketSize) return false
     conn.broker.stats.msgsOut++

@@ -21,6 +21,6 @@ export interface Message {
   expiresAt: number
   /** Client id of the publisher (for No Local), '' for the broker itself. */
   origin: string
-  /** Encoded QoS 0 frames, reused across subscribers (key: protocol class and retain flag). */
-  cache?: Map<number, Buffer>
+  /** Encoded QoS 0 frames, reused across subscribers; index: (v5 ? 2 : 0) | (retain ? 1 : 0). */
+  cache?: (Buffer | undefined)[]
 }

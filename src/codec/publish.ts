@@ -22,14 +22,11 @@ export interface InPublish {
 const malformed = (what: string) => new MqttError(RC.MALFORMED_PACKET, `malformed PUBLISH: ${what}`)
 const protocol = (what: string) => new MqttError(RC.PROTOCOL_ERROR, `PUBLISH: ${what}`)
 
-/** A payload at least this large, in a buffer the framer owns, is kept in place, not copied. */
-const KEEP_IN_PLACE = 4096
-
 /**
  * Decodes a PUBLISH body. The payload is copied so the socket's buffer can be reused, unless
- * the body lies in a buffer the framer allocated (owned) and the payload is large.
+ * the caller says the body is its own to keep (then the payload is a view into it).
  */
-export function decodePublish(header: number, body: Buffer, v5: boolean, owned = false): InPublish {
+export function decodePublish(header: number, body: Buffer, v5: boolean, keepBody = false): InPublish {
   const bits = (header >> 1) & 3
   // [MQTT-3.3.1-4] a PUBLISH must not have both QoS bits set
   if (bits === 3) throw malformed('QoS bits both set')
@@ -138,7 +135,7 @@ export function decodePublish(header: number, body: Buffer, v5: boolean, owned =
         props.userProps === undefined) props = null
     }
   }
-  const payload = owned && body.length - pos >= KEEP_IN_PLACE ? body.subarray(pos) : Buffer.from(body.subarray(pos))
+  const payload = keepBody ? body.subarray(pos) : Buffer.from(body.subarray(pos))
   return { topic, packetId, qos, retain: (header & 1) !== 0, dup, payload, props, expiry, topicAlias }
 }
 

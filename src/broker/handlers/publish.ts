@@ -1,6 +1,7 @@
 import { encodeAck, PUBACK, PUBREC } from '../../codec/acks.ts'
 import type { Message } from '../../codec/message.ts'
 import { decodePublish } from '../../codec/publish.ts'
+import { varintSize, writeVarint } from '../../codec/varint.ts'
 import { MqttError, RC } from '../../codec/reason-codes.ts'
 import { topicNameError } from '../../topic/validate.ts'
 import type { Connection } from '../connection.ts'
@@ -12,7 +13,8 @@ const utf8 = new TextDecoder('utf-8', { fatal: true })
 export function handlePublish(conn: Connection, header: number, body: Buffer, owned = false): void {
   const broker = conn.broker
   const lim = broker.config.limits
-  const p = decodePublish(header, body, conn.v5, owned)
+  const frame = ownFrame(header, body, owned)
+  const p = decodePublish(header, frame.subarray(frame.length - body.length), conn.v5, true)
   const s = conn.session!
   // [MQTT-3.2.2-11] QoS above Maximum QoS is a protocol violation (0x9B)
   if (p.qos > lim.maxQos) throw new MqttError(RC.QOS_NOT_SUPPORTED, `QoS ${p.qos} not supported`)
@@ -59,6 +61,12 @@ export function handlePublish(conn: Connection, header: number, body: Buffer, ow
     topic, payload: p.payload, qos: p.qos, retain: p.retain, props: p.props,
     expiresAt: p.expiry >= 0 ? Date.now() + p.expiry * 1000 : 0, origin: conn.clientId,
   }
+  // a QoS 0 PUBLISH without alias or expiry goes out to subscribers of the same protocol class
+  // exactly as it came in: its bytes are the encoded form, no second encode or copy
+  if (p.qos === 0 && p.topicAlias === 0 && p.expiry < 0) {
+    msg.cache = [undefined, undefined, undefined, undefined]
+    msg.cache[(conn.v5 ? 2 : 0) | (p.retain ? 1 : 0)] = frame
+  }
   if (p.retain) storeRetained(broker, msg)
   const n = broker.publish(msg)
   if (p.qos === 0) return
@@ -80,6 +88,27 @@ export function handlePublish(conn: Connection, header: number, body: Buffer, ow
     if (conn.v5) conn.send(encodeAck(type, id, RC.QUOTA_EXCEEDED, true))
     else conn.disconnect(RC.QUOTA_EXCEEDED, 'storage full')
   })
+}
+
+/** A frame at least this large, already in a buffer the framer allocated, is used in place. */
+const IN_PLACE = 4096
+
+/**
+ * The whole PUBLISH frame (fixed header + body) in a buffer the message may keep: a view when
+ * the framer already copied a large frame, otherwise one copy of just this frame (a small view
+ * would pin the socket's or framer's whole read buffer).
+ */
+function ownFrame(header: number, body: Buffer, owned: boolean): Buffer {
+  const hdrLen = 1 + varintSize(body.length)
+  const start = body.byteOffset - hdrLen
+  if (owned && body.length >= IN_PLACE && start >= 0 && (body.buffer as ArrayBuffer) && new Uint8Array(body.buffer, start, 1)[0] === header) {
+    return Buffer.from(body.buffer, start, hdrLen + body.length)
+  }
+  const f = Buffer.allocUnsafe(hdrLen + body.length)
+  f[0] = header
+  writeVarint(f, 1, body.length)
+  body.copy(f, hdrLen)
+  return f
 }
 
 function validUtf8(b: Buffer): boolean {
