@@ -1,204 +1,127 @@
 #!/usr/bin/env bun
 /**
- * First benchmark: QoS 0 fan-in and fan-out messages/s. The load generator is raw MQTT over
- * Bun sockets with coalesced writes, in this process; the broker runs as a child process
- * (vmqtt from source by default) so the two do not share an event loop.
+ * The benchmark suite (issue 4): vmqtt from source and as the compiled binary, Mosquitto 2 and
+ * Aedes, side by side in one run; each broker pinned to core 0, the load generator (this
+ * process and its client processes) to core 1. See scripts/bench/ and the README.
  *
- *   bun scripts/bench.ts [--duration 5] [--warmup 1] [--runs 3] [--target host:port] [--version 4|5]
+ *   bun scripts/bench.ts [--scenarios fan-in,fan-out,...] [--brokers vmqtt,vmqtt-bin,mosquitto,aedes]
+ *     [--runs 3] [--duration 5] [--warmup 1] [--version 4|5|both] [--quick] [--rate MSGS]
+ *     [--connections 19000] [--conn-procs N] [--no-pin] [--rebuild] [--out bench-results]
+ *   bun scripts/bench.ts --from bench-results/<time>.jsonl     (re-render the table and chart)
  *
- * With --target, an already running broker is measured instead (e.g. Mosquitto on 1883).
- * Output: one JSON line per scenario and run, then a summary with medians.
+ * Output: bench-results/<time>.jsonl (one JSON line per broker, scenario and run), <time>.md
+ * (the table, also printed) and <time>.svg (throughput and p99 latency per scenario).
  */
-import type { Socket } from 'bun'
-import { parseArgs } from 'node:util'
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { loadavg } from 'node:os'
 import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { brokerDefs, ensureBinary } from './bench/brokers.ts'
+import type { Version } from './bench/packets.ts'
+import { canPin, cleanup, pinSelf, ROOT } from './bench/proc.ts'
+import { markdown, misses, type Column, type ResultLine } from './bench/report.ts'
+import { scenarioByName, SCENARIOS } from './bench/scenarios/index.ts'
+import { runSuite } from './bench/suite.ts'
+import { chart } from './bench/svg.ts'
 
 const { values: args } = parseArgs({
   options: {
-    duration: { type: 'string', default: '5' },
-    warmup: { type: 'string', default: '1' },
-    runs: { type: 'string', default: '3' },
-    target: { type: 'string' },
-    version: { type: 'string', default: '4' },
-    scenarios: { type: 'string', default: 'fan-in,fan-out' },
+    scenarios: { type: 'string', default: SCENARIOS.map((s) => s.name).join(',') },
+    brokers: { type: 'string', default: 'vmqtt,vmqtt-bin,mosquitto,aedes' },
+    runs: { type: 'string' },
+    duration: { type: 'string' },
+    warmup: { type: 'string' },
+    version: { type: 'string', default: 'both' },
+    quick: { type: 'boolean', default: false },
+    rate: { type: 'string' },
+    connections: { type: 'string' },
+    'conn-procs': { type: 'string', default: '0' },
+    'no-pin': { type: 'boolean', default: false },
+    rebuild: { type: 'boolean', default: false },
+    out: { type: 'string', default: join(ROOT, 'bench-results') },
+    from: { type: 'string' },
   },
 })
-const DURATION = Number(args.duration) * 1000
-const WARMUP = Number(args.warmup) * 1000
-const RUNS = Number(args.runs)
-const VERSION = Number(args.version) as 4 | 5
 
-function connectPacket(clientId: string): Buffer {
-  const id = Buffer.from(clientId)
-  const v5 = VERSION === 5
-  const body = Buffer.concat([
-    Buffer.from([0, 4, 0x4d, 0x51, 0x54, 0x54, VERSION, 0x02, 0, 60]),
-    v5 ? Buffer.from([0]) : Buffer.alloc(0),
-    Buffer.from([id.length >> 8, id.length & 0xff]), id,
-  ])
-  return Buffer.concat([Buffer.from([0x10, body.length]), body])
+const num = (raw: string | undefined, quick: number, full: number) => raw !== undefined ? Number(raw) : args.quick ? quick : full
+const BROKER_CORE = 0, GEN_CORE = 1
+
+function render(lines: ResultLine[], brokers: Column[], notes: string[], header: string, base: string): string {
+  const md = markdown(lines, brokers, notes, header)
+  writeFileSync(`${base}.md`, `${md}\n`)
+  writeFileSync(`${base}.svg`, chart(lines, brokers, header.replace(/^#+ /, '').split('\n')[0]!))
+  return md
 }
 
-function publishPacket(topic: string, payload: Buffer): Buffer {
-  const t = Buffer.from(topic)
-  const props = VERSION === 5 ? 1 : 0
-  const len = 2 + t.length + props + payload.length
-  const head = len < 128 ? Buffer.from([0x30, len]) : Buffer.from([0x30, (len & 0x7f) | 0x80, len >> 7])
-  return Buffer.concat([head, Buffer.from([t.length >> 8, t.length & 0xff]), t, props ? Buffer.from([0]) : Buffer.alloc(0), payload])
+if (args.from) {
+  const all = readFileSync(args.from, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
+  const meta = all.find((l) => l.type === 'meta') as { brokers: Column[]; notes?: string[]; header: string } | undefined
+  const lines = all.filter((l) => l.type === 'result') as ResultLine[]
+  const brokers = meta?.brokers ?? [...new Set(lines.map((l) => l.broker))].map((id) => ({ id, label: id }))
+  const end = all.find((l) => l.type === 'meta-end') as { notes?: string[] } | undefined
+  const md = render(lines, brokers, end?.notes ?? meta?.notes ?? [], meta?.header ?? '## vmqtt benchmark', args.from.replace(/\.jsonl$/, ''))
+  console.log(md)
+  process.exit(0)
 }
 
-function subscribePacket(filter: string): Buffer {
-  const f = Buffer.from(filter)
-  const props = VERSION === 5 ? 1 : 0
-  const body = Buffer.concat([Buffer.from([0, 1]), props ? Buffer.from([0]) : Buffer.alloc(0), Buffer.from([f.length >> 8, f.length & 0xff]), f, Buffer.from([0])])
-  return Buffer.concat([Buffer.from([0x82, body.length]), body])
-}
+const runs = num(args.runs, 1, 3)
+const durationMs = num(args.duration, 1, 5) * 1000
+const warmupMs = num(args.warmup, 0.5, 1) * 1000
+const connections = num(args.connections, 2000, 19000)
+const versions: Version[] = args.version === 'both' ? [4, 5] : [Number(args.version) as Version]
+if (versions.some((v) => v !== 4 && v !== 5)) throw new Error('--version must be 4, 5 or both')
+const scenarios = args.scenarios!.split(',').map((n) => {
+  const s = scenarioByName(n.trim())
+  if (!s) throw new Error(`unknown scenario ${n}; known: ${SCENARIOS.map((x) => x.name).join(', ')}, qos0-pairs`)
+  return s
+})
 
-interface Client {
-  socket: Socket<ClientState>
-  state: ClientState
+const notes: string[] = []
+const wanted = args.brokers!.split(',').map((b) => b.trim())
+if (wanted.includes('vmqtt-bin')) {
+  const err = ensureBinary(args.rebuild)
+  if (err) notes.push(`vmqtt-bin: ${err}`)
 }
-interface ClientState {
-  publishes: number
-  acks: number
-  pending: Buffer | null
-  waiters: (() => void)[]
-  backlog: Uint8Array | null
-}
+const defs = brokerDefs()
+for (const id of wanted) if (!defs.some((d) => d.id === id)) throw new Error(`unknown broker ${id}; known: ${defs.map((d) => d.id).join(', ')}`)
+const brokers = defs.filter((d) => wanted.includes(d.id) && !(d.missing && notes.push(`${d.label} skipped: ${d.missing}.`)))
+if (brokers.some((b) => b.id === 'aedes') && versions.includes(5)) notes.push('Aedes has no MQTT 5: it runs in the MQTT 3.1.1 tables only.')
+if (brokers.some((b) => b.id === 'aedes') && scenarios.some((s) => s.durable)) notes.push('persistent: Aedes runs with its in-memory persistence (no durable store in the default install), so its number is not durable.')
 
-/** Counts PUBLISH packets in a byte stream (type 3), and CONNACK/SUBACK as acks. */
-function count(state: ClientState, chunk: Buffer): void {
-  let buf = state.pending ? Buffer.concat([state.pending, chunk]) : chunk
-  let pos = 0
-  while (pos + 2 <= buf.length) {
-    let len = 0, mult = 1, i = pos + 1, ok = false
-    while (i < buf.length) {
-      const b = buf[i++]!
-      len += (b & 0x7f) * mult
-      mult *= 128
-      if ((b & 0x80) === 0) { ok = true; break }
-    }
-    if (!ok || i + len > buf.length) break
-    const type = buf[pos]! >> 4
-    if (type === 3) state.publishes++
-    else if (type === 2 || type === 9) { state.acks++; state.waiters.shift()?.() }
-    pos = i + len
-  }
-  state.pending = pos < buf.length ? Buffer.from(buf.subarray(pos)) : null
-}
+let pinNote: string
+if (args['no-pin']) pinNote = 'no CPU pinning (--no-pin)'
+else if (canPin() && pinSelf(GEN_CORE)) pinNote = `brokers pinned to core ${BROKER_CORE} (taskset -c ${BROKER_CORE}), load generator to core ${GEN_CORE}`
+else pinNote = 'no CPU pinning: `taskset` (util-linux) missing or fewer than 2 cores'
+notes.push(pinNote)
+notes.push('msgs/s counts deliveries at the subscribers; cells are median (min-max) of the runs; latency from send time stamped in the payload; "cpu" fields in the JSON lines say which side was busy.')
+notes.push('Mosquitto runs with max_inflight_messages 100 and max_queued_messages 1000 (vmqtt\'s limits.maxInflight and limits.maxQueuedMessages defaults); persistent: persistence true, autosave_interval 1.')
 
-async function client(host: string, port: number, clientId: string): Promise<Client> {
-  const state: ClientState = { publishes: 0, acks: 0, pending: null, waiters: [], backlog: null }
-  const socket = await Bun.connect<ClientState>({
-    hostname: host, port, data: state,
-    socket: {
-      data: (s, chunk) => count(s.data, chunk),
-      drain: (s) => {
-        const b = s.data.backlog
-        if (b) { const n = s.write(b); s.data.backlog = n < b.length ? b.subarray(n) : null }
-      },
-    },
+const mosq = defs.find((d) => d.id === 'mosquitto')!
+const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)
+mkdirSync(args.out!, { recursive: true })
+const base = join(args.out!, stamp)
+const jsonl = `${base}.jsonl`
+const columns: Column[] = brokers.map((b) => ({ id: b.id, label: b.label }))
+const header = `## vmqtt benchmark ${stamp} (Bun ${Bun.version}, ${navigator.hardwareConcurrency} cores, ${runs} run(s) of ${durationMs / 1000} s after ${warmupMs / 1000} s warm-up)`
+appendFileSync(jsonl, `${JSON.stringify({ type: 'meta', time: new Date().toISOString(), header, bun: Bun.version, cpus: navigator.hardwareConcurrency, loadavg: loadavg(), pin: pinNote, runs, durationMs, warmupMs, connections, versions, scenarios: scenarios.map((s) => s.name), brokers: columns })}\n`)
+console.log(`${header}\n${notes.join('\n')}\nresults: ${jsonl}\n`)
+
+process.on('SIGINT', () => { cleanup(); process.exit(130) })
+let lines: ResultLine[] = []
+try {
+  lines = await runSuite({
+    scenarios, brokers, versions, runs, warmupMs, durationMs, connections,
+    rate: args.rate !== undefined ? Number(args.rate) : null, connProcs: Number(args['conn-procs']),
+    brokerCore: args['no-pin'] ? null : BROKER_CORE, mosquitto: mosq.missing ? null : mosq, jsonl, notes,
   })
-  const acked = new Promise<void>((r) => state.waiters.push(r))
-  socket.write(connectPacket(clientId))
-  await acked
-  return { socket, state }
+} finally {
+  cleanup()
 }
-
-async function subscribe(c: Client, filter: string): Promise<void> {
-  const acked = new Promise<void>((r) => c.state.waiters.push(r))
-  c.socket.write(subscribePacket(filter))
-  await acked
-}
-
-/** Publishes batches while the receivers lag by less than `window` messages. */
-function pump(pubs: Client[], batch: Buffer, perBatch: number, received: () => number, fanout: number, window: number): { stop: () => void; sent: () => number } {
-  let sent = 0
-  let stopped = false
-  const tick = () => {
-    if (stopped) return
-    for (const p of pubs) {
-      if (p.state.backlog !== null) continue
-      if ((sent * fanout) - received() > window * fanout) break
-      const n = p.socket.write(batch)
-      if (n < batch.length) p.state.backlog = batch.subarray(Math.max(n, 0))
-      sent += perBatch
-    }
-    setImmediate(tick)
-  }
-  tick()
-  return { stop: () => { stopped = true }, sent: () => sent }
-}
-
-async function measure(name: string, host: string, port: number, nPub: number, nSub: number, filter: string): Promise<number> {
-  const tag = `${name}-${Date.now().toString(36)}`
-  const subs: Client[] = []
-  for (let i = 0; i < nSub; i++) {
-    const c = await client(host, port, `${tag}-s${i}`)
-    await subscribe(c, filter)
-    subs.push(c)
-  }
-  const pubs: Client[] = []
-  for (let i = 0; i < nPub; i++) pubs.push(await client(host, port, `${tag}-p${i}`))
-  const perBatch = 100
-  const one = publishPacket(`bench/${tag}/t`, Buffer.alloc(16, 0x61))
-  const batch = Buffer.concat(Array.from({ length: perBatch }, () => one))
-  const received = () => subs.reduce((a, s) => a + s.state.publishes, 0)
-  const p = pump(pubs, batch, perBatch, received, nSub, 20_000)
-  await Bun.sleep(WARMUP)
-  const r0 = received()
-  const t0 = performance.now()
-  await Bun.sleep(DURATION)
-  const rate = (received() - r0) / ((performance.now() - t0) / 1000)
-  p.stop()
-  for (const c of [...subs, ...pubs]) c.socket.end()
-  return rate
-}
-
-async function startVmqtt(): Promise<{ port: number; stop: () => Promise<void> }> {
-  const child = Bun.spawn([process.execPath, join(import.meta.dir, '..', 'src', 'main.ts')], {
-    env: { ...process.env, VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_ADMIN_PORT: 'off', VMQTT_SYS_INTERVAL: '0', VMQTT_LOG_LEVEL: 'info' },
-    stdout: 'pipe', stderr: 'inherit',
-  })
-  const reader = child.stdout.getReader()
-  let text = ''
-  for (;;) {
-    const { value, done } = await reader.read()
-    if (done) throw new Error('vmqtt exited before listening')
-    text += new TextDecoder().decode(value)
-    const m = text.match(/"msg":"mqtt listening".*?"port":(\d+)/)
-    if (m) return { port: Number(m[1]), stop: async () => { child.kill('SIGTERM'); await child.exited } }
-  }
-}
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
-
-let host = '127.0.0.1', port = 0, stop = async () => {}
-if (args.target) {
-  const [h, p] = args.target.split(':')
-  host = h!
-  port = Number(p)
-} else {
-  const b = await startVmqtt()
-  port = b.port
-  stop = b.stop
-}
-const scenarios: Record<string, [number, number, string]> = {
-  'fan-in': [8, 1, 'bench/#'],
-  'fan-out': [1, 100, 'bench/#'],
-}
-const summary: Record<string, unknown>[] = []
-for (const name of args.scenarios!.split(',')) {
-  const sc = scenarios[name]
-  if (!sc) throw new Error(`unknown scenario ${name}`)
-  const rates: number[] = []
-  for (let r = 0; r < RUNS; r++) {
-    const rate = await measure(name, host, port, sc[0], sc[1], sc[2])
-    rates.push(rate)
-    console.log(JSON.stringify({ broker: args.target ?? 'vmqtt', scenario: name, run: r + 1, version: VERSION, msgsPerSec: Math.round(rate) }))
-  }
-  summary.push({ scenario: name, median: Math.round(median(rates)), min: Math.round(Math.min(...rates)), max: Math.round(Math.max(...rates)) })
-}
-await stop()
-console.table(summary)
+notes.push(`load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`)
+appendFileSync(jsonl, `${JSON.stringify({ type: 'meta-end', time: new Date().toISOString(), notes, loadavg: loadavg() })}\n`)
+const md = render(lines, columns, notes, header, base)
+const missed = misses(lines, brokers.some((b) => b.id === 'vmqtt') ? 'vmqtt' : 'vmqtt-bin')
+console.log(`\n${md}\n`)
+if (missed.length > 0) console.log(`Targets missed:\n${missed.map((m) => `- ${m}`).join('\n')}\n`)
+console.log(`written: ${jsonl}, ${base}.md, ${base}.svg`)
 process.exit(0)
