@@ -4,21 +4,15 @@
  * Delay Interval and its interaction with session resumption and session expiry.
  */
 import { describe, expect, test } from 'bun:test'
-import type { IConnackPacket, IDisconnectPacket, IPublishPacket, ISubackPacket } from 'mqtt-packet'
+import type { IDisconnectPacket, IPublishPacket, ISubackPacket } from 'mqtt-packet'
 import * as b from '../helpers/packet-builder.ts'
 import { RawClient } from '../helpers/raw-client.ts'
+import { openAccepted as open } from '../helpers/open.ts'
 import { startBroker } from '../helpers/start-broker.ts'
 
 const VERSIONS = [4, 5] as const
 type V = (typeof VERSIONS)[number]
 
-/** Connects with a CONNECT built from o and checks the CONNACK is a success. */
-async function open(port: number, o: b.ConnectOpts): Promise<{ c: RawClient; ack: IConnackPacket }> {
-  const { client, connack } = await RawClient.open(port, o)
-  const ack = connack as IConnackPacket
-  expect(o.version === 5 ? ack.reasonCode : ack.returnCode).toBe(0)
-  return { c: client, ack }
-}
 
 async function subscriber(port: number, version: V, clientId: string, topic: string, qos = 0): Promise<RawClient> {
   const { c } = await open(port, { version, clientId })

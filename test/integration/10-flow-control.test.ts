@@ -4,20 +4,15 @@
  * Packet Size, and the broker's Maximum QoS.
  */
 import { describe, expect, test } from 'bun:test'
-import type { IConnackPacket, IDisconnectPacket, IPublishPacket, ISubackPacket } from 'mqtt-packet'
+import type { IDisconnectPacket, IPublishPacket, ISubackPacket } from 'mqtt-packet'
 import * as b from '../helpers/packet-builder.ts'
 import { RawClient } from '../helpers/raw-client.ts'
+import { openAccepted as open } from '../helpers/open.ts'
 import { startBroker } from '../helpers/start-broker.ts'
 
 const VERSIONS = [4, 5] as const
 type V = (typeof VERSIONS)[number]
 
-async function open(port: number, o: b.ConnectOpts): Promise<{ c: RawClient; ack: IConnackPacket }> {
-  const { client, connack } = await RawClient.open(port, o)
-  const ack = connack as IConnackPacket
-  expect(o.version === 5 ? ack.reasonCode : ack.returnCode).toBe(0)
-  return { c: client, ack }
-}
 
 async function subscriber(port: number, o: b.ConnectOpts, filter: string, qos: number, granted = qos): Promise<RawClient> {
   const { c } = await open(port, o)
