@@ -13,3 +13,7 @@ export async function openAccepted(port: number, o: ConnectOpts): Promise<{ c: R
   }
   return { c: client, ack }
 }
+
+/** CONNECT options for a session that outlives the connection (v5: expiry 60 s). */
+export const persistentConnect = (version: 4 | 5, clientId: string): ConnectOpts =>
+  ({ version, clientId, clean: false, ...(version === 5 ? { properties: { sessionExpiry: 60 } } : {}) })

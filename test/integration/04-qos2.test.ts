@@ -7,20 +7,17 @@ import mqtt from 'mqtt'
 import type { IConnackPacket, IPublishPacket, Packet } from 'mqtt-packet'
 import * as b from '../helpers/packet-builder.ts'
 import { RawClient } from '../helpers/raw-client.ts'
+import { openAccepted, persistentConnect } from '../helpers/open.ts'
 import { startBroker } from '../helpers/start-broker.ts'
 
 const VERSIONS = [4, 5] as const
 type V = 4 | 5
 
-const persistent = (version: V, clientId: string): b.ConnectOpts =>
-  ({ version, clientId, clean: false, ...(version === 5 ? { properties: { sessionExpiry: 60 } } : {}) })
+const persistent = persistentConnect
 
 async function open(port: number, o: b.ConnectOpts): Promise<{ client: RawClient; connack: IConnackPacket }> {
-  const { client, connack } = await RawClient.open(port, o)
-  const ack = connack as IConnackPacket
-  const code = o.version === 5 ? ack.reasonCode : ack.returnCode
-  if (code !== 0) { client.destroy(); throw new Error(`CONNECT of ${o.clientId} refused with 0x${code?.toString(16)}`) }
-  return { client, connack: ack }
+  const { c, ack } = await openAccepted(port, o)
+  return { client: c, connack: ack }
 }
 
 async function subscribe(c: RawClient, version: V, filters: string[], qos: number): Promise<void> {
