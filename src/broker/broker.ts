@@ -169,6 +169,7 @@ export class Broker {
     if (sub === undefined) return false
     s.subscriptions.delete(raw)
     this.matchCache.clear()
+    if (sub.group !== null) this.sharedCursor.delete(`${sub.group}\u0000${sub.filter}`)
     this.subs.remove(sub.filter, sub.group === null ? s.clientId : `${sub.group}\u0000${s.clientId}`)
     return true
   }

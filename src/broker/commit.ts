@@ -15,6 +15,7 @@ export class GroupCommit {
   readonly #broker: Broker
   #waiters: Waiter[] = []
   #held = new Set<Connection>()
+  #flushing = false
   #scheduled = false
   #run = () => this.flush()
 
@@ -47,6 +48,17 @@ export class GroupCommit {
   }
 
   flush(): void {
+    // a waiter that closes a connection commits through here again: one flush at a time
+    if (this.#flushing) return
+    this.#flushing = true
+    try {
+      this.#flushOnce()
+    } finally {
+      this.#flushing = false
+    }
+  }
+
+  #flushOnce(): void {
     this.#scheduled = false
     const waiters = this.#waiters
     this.#waiters = []
@@ -74,7 +86,8 @@ export class GroupCommit {
         this.#broker.log.error('error after commit', { error: String((e as Error)?.stack ?? e) })
       }
     }
-    if (this.#held.size > 0) {
+    // after a failed commit the held output stays held until a commit succeeds
+    if (this.#held.size > 0 && result !== 'failed') {
       const held = this.#held
       this.#held = new Set()
       for (const conn of held) conn.flush(true)

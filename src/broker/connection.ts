@@ -41,7 +41,7 @@ export class Connection implements ConnectionSink {
   authState: unknown
   /** A normal DISCONNECT arrived: no will (unless reason 0x04). */
   cleanDisconnect = false
-  /** QoS 1/2 PUBLISH received whose PUBACK/PUBREC waits for the store commit. */
+  /** QoS 1/2 PUBLISH received on this connection without PUBACK / PUBCOMP yet (spec 4.9). */
   unackedIn = 0
   #out: Uint8Array[] | null = null
   #outBytes = 0
@@ -228,6 +228,8 @@ export class Connection implements ConnectionSink {
   /** Flushes what is queued and closes the socket; the session layer sees close(). */
   end(): void {
     if (this.state === 'closed') return
+    // the last output may depend on uncommitted writes: commit them before it goes
+    if (this.broker.store.pending) this.broker.commits.flush()
     this.flush(true)
     this.#closed()
     try { this.socket.end() } catch { /* already closed */ }

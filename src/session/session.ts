@@ -53,10 +53,6 @@ export class Session {
     return this.#qos2 !== null && this.#qos2.delete(id)
   }
 
-  get qos2Count(): number {
-    return this.#qos2?.size ?? 0
-  }
-
   /** A free packet id for an outbound message, or 0 when all 65535 are in use. */
   nextPacketId(): number {
     if (this.inflight.size >= 65535) return 0

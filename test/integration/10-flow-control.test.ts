@@ -4,6 +4,9 @@
  * Packet Size, and the broker's Maximum QoS.
  */
 import { describe, expect, test } from 'bun:test'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type { IDisconnectPacket, IPublishPacket, ISubackPacket } from 'mqtt-packet'
 import * as b from '../helpers/packet-builder.ts'
 import { RawClient } from '../helpers/raw-client.ts'
@@ -206,4 +209,22 @@ describe('Maximum QoS of the broker (VMQTT_LIMITS_MAX_QOS=1)', () => {
       sub.send(b.puback(p.messageId!, { version: v }))
     })
   }
+})
+
+describe('Receive Maximum with the durable store (PUBREC waits for the commit)', () => {
+  test('[MQTT-3.3.4-7] as many QoS 2 PUBLISH as the Receive Maximum, sent in one write, are all accepted; one more is 0x93', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmqtt-rm-'))
+    try {
+      await using br = await startBroker({ VMQTT_LIMITS_RECEIVE_MAXIMUM: '2', VMQTT_DATA_STORE: 'sqlite', VMQTT_DATA_DIR: dir })
+      const { c } = await open(br.port, { version: 5, clientId: 'burst' })
+      c.send(Buffer.concat([1, 2].map((id) => b.publish({ topic: 'rm/x', payload: `q${id}`, qos: 2, packetId: id, version: 5 }))))
+      expect((await c.nextOf('pubrec')).messageId).toBe(1)
+      expect((await c.nextOf('pubrec')).messageId).toBe(2)
+      c.send(b.publish({ topic: 'rm/x', payload: 'q3', qos: 2, packetId: 3, version: 5 }))
+      expect(((await c.nextOf('disconnect')) as IDisconnectPacket).reasonCode).toBe(0x93)
+      await c.closed()
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
 })

@@ -48,8 +48,9 @@ export function handleAck(conn: Connection, header: number, body: Buffer): void 
       const v5 = conn.v5
       // the forgotten id must be durable before PUBCOMP, or a restart would drop its next use
       conn.broker.afterCommit((r) => {
-        if (r === 'failed') conn.disconnect(RC.UNSPECIFIED_ERROR, 'storage unavailable')
-        else conn.send(encodeAck(PUBCOMP, ack.packetId, known ? 0 : RC.PACKET_IDENTIFIER_NOT_FOUND, v5))
+        if (r === 'failed') return conn.disconnect(RC.UNSPECIFIED_ERROR, 'storage unavailable')
+        if (known && conn.unackedIn > 0) conn.unackedIn--
+        conn.send(encodeAck(PUBCOMP, ack.packetId, known ? 0 : RC.PACKET_IDENTIFIER_NOT_FOUND, v5))
       })
     }
   }

@@ -38,8 +38,10 @@ export function handlePublish(conn: Connection, header: number, body: Buffer, ow
   const err = topicNameError(topic, { maxLength: lim.maxTopicLength, maxLevels: lim.maxTopicLevels })
   if (err !== null) throw new MqttError(RC.TOPIC_NAME_INVALID, `invalid topic name: ${err}`)
   if (p.qos === 2 && s.hasQos2(p.packetId)) {
-    // [MQTT-4.3.3-10] a resent QoS 2 PUBLISH before PUBREL is not delivered again
-    conn.send(encodeAck(PUBREC, p.packetId, 0, conn.v5))
+    // [MQTT-4.3.3-10] a resent QoS 2 PUBLISH before PUBREL is not delivered again; its PUBREC
+    // waits for the original's commit, and is not sent if that commit failed
+    const dupId = p.packetId
+    broker.afterCommit(() => { if (s.hasQos2(dupId)) conn.send(encodeAck(PUBREC, dupId, 0, conn.v5)) })
     return
   }
   if (p.qos === 1 && conn.v5 && s.hasQos2(p.packetId)) {
@@ -47,8 +49,9 @@ export function handlePublish(conn: Connection, header: number, body: Buffer, ow
     conn.send(encodeAck(PUBACK, p.packetId, RC.PACKET_IDENTIFIER_IN_USE, true))
     return
   }
-  if (conn.v5 && p.qos > 0 && conn.unackedIn + s.qos2Count >= lim.receiveMaximum) {
-    // [MQTT-3.3.4-7] more unacknowledged QoS 1/2 PUBLISH than our Receive Maximum
+  if (conn.v5 && p.qos > 0 && conn.unackedIn >= lim.receiveMaximum) {
+    // [MQTT-3.3.4-7] more QoS 1/2 PUBLISH on this connection without PUBACK / PUBCOMP than
+    // our Receive Maximum (the quota is per connection, spec 4.9)
     throw new MqttError(RC.RECEIVE_MAXIMUM_EXCEEDED, `more than ${lim.receiveMaximum} unacknowledged QoS 1/2 messages`)
   }
   if (p.props?.payloadFormatIndicator === 1 && !validUtf8(p.payload)) {
@@ -81,7 +84,8 @@ export function handlePublish(conn: Connection, header: number, body: Buffer, ow
   conn.unackedIn++
   // the durability contract: PUBACK / PUBREC only after the message is committed
   broker.afterCommit((r) => {
-    conn.unackedIn--
+    // a QoS 2 message stays counted until PUBCOMP (ack.ts), unless its flow ends here
+    if (p.qos === 1 || r !== 'ok') conn.unackedIn--
     if (r === 'ok') return conn.send(encodeAck(type, id, reason, conn.v5))
     if (p.qos === 2 && s.deleteQos2(id) && s.store !== null) s.store.removeInboundQos2(s.clientId, id)
     // v5: 0x97 tells the publisher the message was not stored; v3 has no such code: close so it resends
