@@ -1,6 +1,7 @@
 import pkg from '../../package.json' with { type: 'json' }
 import type { Message } from '../codec/message.ts'
 import type { Broker } from './broker.ts'
+import { route } from './route.ts'
 
 export const VERSION: string = pkg.version
 
@@ -29,7 +30,7 @@ export function publishSys(broker: Broker): void {
       props: null, expiresAt: 0, origin: '',
     }
     broker.sysRetained.set(msg.topic, msg)
-    broker.publish(msg)
-    st.msgsIn--
+    // routed directly: broker statistics are not counted as received messages
+    route(broker, msg)
   }
 }

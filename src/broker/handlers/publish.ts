@@ -105,7 +105,7 @@ const IN_PLACE = 4096
 function ownFrame(header: number, body: Buffer, owned: boolean): Buffer {
   const hdrLen = 1 + varintSize(body.length)
   const start = body.byteOffset - hdrLen
-  if (owned && body.length >= IN_PLACE && start >= 0 && (body.buffer as ArrayBuffer) && new Uint8Array(body.buffer, start, 1)[0] === header) {
+  if (owned && body.length >= IN_PLACE && start >= 0 && new Uint8Array(body.buffer, start, 1)[0] === header) {
     return Buffer.from(body.buffer, start, hdrLen + body.length)
   }
   const f = Buffer.allocUnsafe(hdrLen + body.length)

@@ -26,7 +26,7 @@ export function handleSubscribe(conn: Connection, packet: Packet): void {
   const retainedFor: Subscription[] = []
   for (const req of p.subscriptions) {
     const parsed = parseShared(req.topic)
-    if (typeof parsed === 'string') { granted.push(conn.v5 ? RC.TOPIC_FILTER_INVALID : 0x80); continue }
+    if (typeof parsed === 'string') { granted.push(failure); continue }
     const err = topicFilterError(parsed.filter, { maxLength: lim.maxTopicLength, maxLevels: lim.maxTopicLevels })
     if (err !== null) {
       broker.log.debug('subscription refused', { clientId: conn.clientId, filter: req.topic, error: err })
