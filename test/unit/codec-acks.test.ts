@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { decodeAck, encodeAck, PUBACK, PUBCOMP, PUBREC, PUBREL } from '../../src/codec/acks.ts'
-import { MqttError } from '../../src/codec/reason-codes.ts'
 import * as b from '../helpers/packet-builder.ts'
+import { reasonOf } from '../helpers/mqtt-error.ts'
 
 // Hand-written from MQTT 3.1.1 sections 3.4-3.7 and MQTT 5 sections 3.4-3.7.
 const FX = {
@@ -22,13 +22,7 @@ function dec(hexStr: string, v5: boolean) {
 }
 
 function codeOf(header: number, bodyHex: string, v5: boolean): number {
-  try {
-    decodeAck(header, b.hex(bodyHex), v5)
-  } catch (e) {
-    if (e instanceof MqttError) return e.code
-    throw new Error(`expected MqttError, got ${String(e)}`)
-  }
-  throw new Error(`expected MqttError, ${header.toString(16)} ${bodyHex} was accepted`)
+  return reasonOf(() => decodeAck(header, b.hex(bodyHex), v5), `${header.toString(16)} ${bodyHex}`)
 }
 
 const hx = (s: string) => b.hex(s).toString('hex')

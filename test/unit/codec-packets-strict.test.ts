@@ -6,18 +6,12 @@
 import { describe, expect, test } from 'bun:test'
 import type { ProtocolVersion } from '../../src/codec/packets.ts'
 import { decodePacket } from '../../src/codec/packets.ts'
-import { MqttError } from '../../src/codec/reason-codes.ts'
 import * as b from '../helpers/packet-builder.ts'
+import { reasonOf } from '../helpers/mqtt-error.ts'
 
 function errorCode(bytes: Buffer, version: ProtocolVersion): number {
   const { header, body } = b.splitFrame(bytes)
-  try {
-    decodePacket(header, body, version)
-  } catch (e) {
-    if (e instanceof MqttError) return e.code
-    throw new Error(`expected MqttError, got ${String(e)}`)
-  }
-  throw new Error(`expected MqttError, ${bytes.toString('hex')} was accepted`)
+  return reasonOf(() => decodePacket(header, body, version), bytes.toString('hex'))
 }
 
 describe('rejected today', () => {

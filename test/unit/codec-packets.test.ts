@@ -2,8 +2,8 @@ import { describe, expect, test } from 'bun:test'
 import type { IConnectPacket, ISubscribePacket, Packet } from 'mqtt-packet'
 import fixtures from '../fixtures/packets.json'
 import { decodePacket, encodePacket, peekConnect, type ProtocolVersion } from '../../src/codec/packets.ts'
-import { MqttError } from '../../src/codec/reason-codes.ts'
 import * as b from '../helpers/packet-builder.ts'
+import { reasonOf } from '../helpers/mqtt-error.ts'
 
 interface Fixture { name: string; version: ProtocolVersion; hex: string }
 
@@ -19,15 +19,7 @@ const decodeFx = (name: string): Packet => {
   return decodePacket(f.header, f.body, f.version)
 }
 
-function errorCode(fn: () => unknown): number {
-  try {
-    fn()
-  } catch (e) {
-    if (e instanceof MqttError) return e.code
-    throw new Error(`expected MqttError, got ${String(e)}`)
-  }
-  throw new Error('expected MqttError, nothing was thrown')
-}
+const errorCode = (fn: () => unknown): number => reasonOf(fn)
 
 describe('fixtures agree with the independent builder', () => {
   const cases: [string, Buffer][] = [

@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { decodePublish, encodePublish, type OutPublish } from '../../src/codec/publish.ts'
-import { MqttError } from '../../src/codec/reason-codes.ts'
 import * as b from '../helpers/packet-builder.ts'
+import { reasonOf } from '../helpers/mqtt-error.ts'
 
 // Hex fixtures written by hand from MQTT 3.1.1 section 3.3 and MQTT 5 section 3.3.
 const FX = {
@@ -25,13 +25,7 @@ function dec(hexStr: string, v5: boolean) {
 
 /** decodePublish on a raw first byte and body (for bodies a builder would refuse to make). */
 function codeOf(header: number, bodyHex: string, v5: boolean): number {
-  try {
-    decodePublish(header, b.hex(bodyHex), v5)
-  } catch (e) {
-    if (e instanceof MqttError) return e.code
-    throw new Error(`expected MqttError, got ${String(e)}`)
-  }
-  throw new Error(`expected MqttError, ${header.toString(16)} ${bodyHex} was accepted`)
+  return reasonOf(() => decodePublish(header, b.hex(bodyHex), v5), `${header.toString(16)} ${bodyHex}`)
 }
 
 const USER_ZA = '26 0001 7a 0001 31 26 0001 61 0001 32'

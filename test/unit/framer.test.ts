@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { Framer } from '../../src/codec/framer.ts'
-import { MqttError } from '../../src/codec/reason-codes.ts'
 import * as b from '../helpers/packet-builder.ts'
+import { reasonOf } from '../helpers/mqtt-error.ts'
 
 type Frame = { header: number; body: string }
 
@@ -17,15 +17,7 @@ const expected = (packets: Buffer[]): Frame[] => packets.map((p) => {
   return { header, body: body.toString('hex') }
 })
 
-function codeOf(fn: () => void): number {
-  try {
-    fn()
-  } catch (e) {
-    if (e instanceof MqttError) return e.code
-    throw new Error(`expected MqttError, got ${String(e)}`)
-  }
-  throw new Error('expected MqttError, nothing was thrown')
-}
+const codeOf = (fn: () => void): number => reasonOf(fn)
 
 const PACKETS = [
   b.connect({ version: 5, clientId: 'framer', properties: { sessionExpiry: 60, userProperties: [['a', 'b']] } }),
