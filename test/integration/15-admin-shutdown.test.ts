@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import type { Subprocess } from 'bun'
 import pkg from '../../package.json' with { type: 'json' }
 import * as b from '../helpers/packet-builder.ts'
+import { readLogLines } from '../helpers/log-lines.ts'
 import { RawClient } from '../helpers/raw-client.ts'
 
 const ROOT = join(import.meta.dir, '..', '..')
@@ -47,20 +48,8 @@ class Cli {
     this.stderr = new Response(this.proc.stderr).text()
   }
 
-  async #read(): Promise<void> {
-    const decoder = new TextDecoder()
-    let buf = ''
-    for await (const chunk of this.proc.stdout) {
-      buf += decoder.decode(chunk, { stream: true })
-      let nl: number
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl)
-        buf = buf.slice(nl + 1)
-        try { this.lines.push(JSON.parse(line) as LogLine) } catch { this.lines.push({ raw: line }) }
-      }
-      for (const w of [...this.#wakers]) w()
-    }
-    for (const w of [...this.#wakers]) w()
+  #read(): Promise<void> {
+    return readLogLines(this.proc.stdout, this.lines as Record<string, unknown>[], () => { for (const w of [...this.#wakers]) w() })
   }
 
   /** Resolves with the first log line with this msg, waiting for it (or failing when the process ends). */

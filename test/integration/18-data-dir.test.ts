@@ -16,6 +16,7 @@ import { createBroker } from '../../src/broker/broker.ts'
 import { loadConfig } from '../../src/config/load.ts'
 import { StoreError } from '../../src/store/types.ts'
 import * as b from '../helpers/packet-builder.ts'
+import { readLogLines } from '../helpers/log-lines.ts'
 import { RawClient } from '../helpers/raw-client.ts'
 
 const ROOT = join(import.meta.dir, '..', '..')
@@ -76,20 +77,8 @@ class Cli implements AsyncDisposable {
     this.#stdoutDone = this.#read()
   }
 
-  async #read(): Promise<void> {
-    const decoder = new TextDecoder()
-    let buf = ''
-    for await (const chunk of this.proc.stdout) {
-      buf += decoder.decode(chunk, { stream: true })
-      let nl: number
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl)
-        buf = buf.slice(nl + 1)
-        try { this.lines.push(JSON.parse(line) as Record<string, unknown>) } catch { this.lines.push({ raw: line }) }
-      }
-      for (const w of [...this.#wake]) w()
-    }
-    for (const w of [...this.#wake]) w()
+  #read(): Promise<void> {
+    return readLogLines(this.proc.stdout, this.lines as Record<string, unknown>[], () => { for (const w of [...this.#wake]) w() })
   }
 
   /** The MQTT port, from the "mqtt listening" log line. */
