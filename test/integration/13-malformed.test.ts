@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type { Logger } from '../../src/log.ts'
 import * as b from '../helpers/packet-builder.ts'
+import { prng } from '../helpers/prng.ts'
 import { RawClient } from '../helpers/raw-client.ts'
 import { startBroker, type TestBroker } from '../helpers/start-broker.ts'
 
@@ -261,17 +262,6 @@ describe('MQTT v3.1.1 only', () => {
   })
 })
 
-/** mulberry32: small seeded PRNG so that a failing fuzz case can be reproduced from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const FUZZ_SEED = Number(process.env.VMQTT_FUZZ_SEED ?? 0x5eed1234)
 
