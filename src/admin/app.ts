@@ -8,7 +8,7 @@ export function createAdminApp(broker: Broker): Hono {
   app.get('/health', (c) => c.json({ status: 'ok', version: VERSION, uptime: Math.floor((Date.now() - broker.startedAt) / 1000) }))
   app.get('/ready', (c) => {
     const ready = !broker.closing && (broker.config.mqtt.port === 'off' || broker.listeners.length > 0)
-    return c.json({ ready, connections: broker.online.size }, ready ? 200 : 503)
+    return c.json({ ready, connections: broker.onlineCount }, ready ? 200 : 503)
   })
   return app
 }

@@ -23,6 +23,9 @@ export class Connection implements ConnectionSink {
   clientId = ''
   username: string | undefined
   session: Session | null = null
+  /** Neighbours in the broker's list of open connections. */
+  prevConn: Connection | null = null
+  nextConn: Connection | null = null
   will: Will | null = null
   /** Keepalive in seconds as enforced (0 = none). */
   keepalive = 0

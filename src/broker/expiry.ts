@@ -17,7 +17,7 @@ export function sweep(broker: Broker): void {
     sweepRetained(broker, now)
   }
   const connectTimeout = broker.config.mqtt.connectTimeout * 1000
-  for (const conn of broker.connections) {
+  for (const conn of broker.allConnections()) {
     if (conn.state === 'new' || conn.state === 'authenticating') {
       if (now - conn.openedAt > connectTimeout) {
         broker.log.info('closing connection: no CONNECT in time', { remote: conn.socket.remoteAddress })

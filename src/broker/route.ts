@@ -79,7 +79,7 @@ function send(broker: Broker, clientId: string, d: Delivery): number {
 
 /** Picks one member of a shared group, preferring connected ones; round robin or random. */
 function sendShared(broker: Broker, key: string, members: Subscription[], msg: Message): number {
-  const online = members.filter((m) => broker.online.has(m.clientId))
+  const online = members.filter((m) => broker.isOnline(m.clientId))
   const pool = online.length > 0 ? online : members
   let i: number
   if (broker.config.shared.strategy === 'random') i = Math.floor(Math.random() * pool.length)

@@ -10,11 +10,11 @@ export const VERSION: string = pkg.version
 export function publishSys(broker: Broker): void {
   const st = broker.stats
   let subscriptions = 0
-  for (const s of broker.sessions.values()) subscriptions += s.subscriptions.size
+  for (const s of broker.sessions.values()) subscriptions += s.subscriptionCount
   const values: [string, string | number][] = [
     ['version', `vmqtt ${VERSION}`],
     ['uptime', `${Math.floor((Date.now() - broker.startedAt) / 1000)} seconds`],
-    ['clients/connected', broker.online.size],
+    ['clients/connected', broker.onlineCount],
     ['clients/total', broker.sessions.size],
     ['subscriptions/count', subscriptions],
     ['retained messages/count', broker.store.retainedCount()],

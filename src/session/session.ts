@@ -1,3 +1,4 @@
+import type { Connection } from '../broker/connection.ts'
 import type { Store } from '../store/types.ts'
 import type { Delivery, Inflight, Subscription, Will } from './types.ts'
 
@@ -12,7 +13,12 @@ export class Session {
   expiryInterval = 0
   /** Wall-clock ms when the client went away; 0 while connected. */
   disconnectedAt = 0
-  readonly subscriptions = new Map<string, Subscription>()
+  /** The connection attached to this session while the client is online. */
+  connection: Connection | null = null
+  /** Subscriptions by raw filter: the first inline, a Map only from the second on (an idle
+   * client with one subscription is the common case; a one-entry Map costs ~260 B). */
+  #sub1: Subscription | null = null
+  #subs: Map<string, Subscription> | null = null
   /** Outbound QoS 1/2 messages awaiting acknowledgement, in send order. */
   readonly inflight = new Map<number, Inflight>()
   /** Deliveries waiting for the client or for room in the inflight window. */
@@ -39,6 +45,38 @@ export class Session {
   constructor(clientId: string, version: 3 | 4 | 5) {
     this.clientId = clientId
     this.version = version
+  }
+
+  getSubscription(raw: string): Subscription | undefined {
+    if (this.#subs !== null) return this.#subs.get(raw)
+    return this.#sub1 !== null && this.#sub1.raw === raw ? this.#sub1 : undefined
+  }
+
+  /** Adds or replaces the subscription with this raw filter. */
+  setSubscription(sub: Subscription): void {
+    if (this.#subs !== null) this.#subs.set(sub.raw, sub)
+    else if (this.#sub1 === null || this.#sub1.raw === sub.raw) this.#sub1 = sub
+    else {
+      this.#subs = new Map([[this.#sub1.raw, this.#sub1], [sub.raw, sub]])
+      this.#sub1 = null
+    }
+  }
+
+  deleteSubscription(raw: string): boolean {
+    if (this.#subs !== null) return this.#subs.delete(raw)
+    if (this.#sub1 === null || this.#sub1.raw !== raw) return false
+    this.#sub1 = null
+    return true
+  }
+
+  get subscriptionCount(): number {
+    return this.#subs !== null ? this.#subs.size : this.#sub1 !== null ? 1 : 0
+  }
+
+  /** A snapshot of the subscriptions, in the order they were made. */
+  subscriptionList(): Subscription[] {
+    if (this.#subs !== null) return [...this.#subs.values()]
+    return this.#sub1 !== null ? [this.#sub1] : []
   }
 
   hasQos2(id: number): boolean {

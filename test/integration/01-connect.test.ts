@@ -58,7 +58,7 @@ describe('CONNACK for every supported protocol level', () => {
       })
       try {
         expect(client.connected).toBe(true)
-        expect(br.broker.online.has(`mqttjs-v${protocolVersion}`)).toBe(true)
+        expect(br.broker.isOnline(`mqttjs-v${protocolVersion}`)).toBe(true)
       } finally {
         await client.endAsync()
       }

@@ -409,7 +409,7 @@ describe.concurrent('restart with the SQLite store, MQTT 5 only', () => {
     })
     dying.destroy() // abnormal: the will is due in 1 s
     const droppedAt = Date.now()
-    await waitFor(() => !node.br.broker.online.has('dying'), 'the broker to notice the dropped connection')
+    await waitFor(() => !node.br.broker.isOnline('dying'), 'the broker to notice the dropped connection')
     await node.restart()
     expect(Date.now()).toBeLessThan(droppedAt + 1000) // restarted before the will was due
     const { c: again, ack } = await open(node.port, persistent(5, 'watcher'))

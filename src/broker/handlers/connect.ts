@@ -84,8 +84,8 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
   const props = p.properties ?? {}
   const id = p.clientId
   if (broker.closing) return refuse(conn, RC.SERVER_UNAVAILABLE, 'server shutting down')
-  const old = broker.online.get(id)
-  if (old === undefined && broker.online.size >= cfg.mqtt.maxConnections) {
+  const old = broker.connectionOf(id)
+  if (old === undefined && broker.onlineCount >= cfg.mqtt.maxConnections) {
     return refuse(conn, RC.QUOTA_EXCEEDED, `maximum connections (${cfg.mqtt.maxConnections}) reached`)
   }
   const will = buildWill(conn, p)
@@ -112,10 +112,9 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
   const persistent = expiry > 0 && broker.store.kind !== 'memory'
   if (!persistent && s.store !== null) s.store.deleteSession(id)
   s.store = persistent ? broker.store : null
-  conn.session = s
   conn.will = will
   conn.state = 'connected'
-  broker.online.set(id, conn)
+  broker.attach(s, conn)
   broker.saveSession(s)
   conn.clientReceiveMaximum = props.receiveMaximum ?? 65535
   conn.clientMaxPacketSize = props.maximumPacketSize ?? 268435460

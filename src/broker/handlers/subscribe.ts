@@ -51,7 +51,7 @@ export function handleSubscribe(conn: Connection, packet: Packet): void {
       subId: conn.v5 ? subId : 0,
     }
     // [MQTT-3.8.4-3] a subscription with the same filter replaces the old one
-    const existed = s.subscriptions.has(req.topic)
+    const existed = s.getSubscription(req.topic) !== undefined
     if (existed) broker.removeSubscription(s, req.topic)
     broker.addSubscription(s, sub)
     granted.push(qos)
