@@ -65,10 +65,13 @@ export class Broker {
   #timers: ReturnType<typeof setInterval>[] = []
   /** Connections with output queued in this turn; flushed together in one microtask. */
   #dirty: Connection[] = []
+  #spare: Connection[] = []
   #flushAll = () => {
     const dirty = this.#dirty
-    this.#dirty = []
-    for (const c of dirty) c.flush()
+    this.#dirty = this.#spare
+    for (let i = 0; i < dirty.length; i++) dirty[i]!.flush()
+    dirty.length = 0
+    this.#spare = dirty
   }
   #closing = false
 

@@ -46,6 +46,8 @@ export class Connection implements ConnectionSink {
   cleanDisconnect = false
   /** QoS 1/2 PUBLISH received on this connection without PUBACK / PUBCOMP yet (spec 4.9). */
   unackedIn = 0
+  /** Output of this turn: the first packet, then (from the second on) all of them in #out. */
+  #out1: Uint8Array | null = null
   #out: Uint8Array[] | null = null
   #outBytes = 0
   /** Bytes the socket did not accept yet, in order; written on drain (never re-concatenated). */
@@ -130,7 +132,8 @@ export class Connection implements ConnectionSink {
   /** Queues a packet; bytes go out in one write at the end of the current callback. */
   send(bytes: Uint8Array): void {
     if (this.state === 'closed') return
-    if (this.#out === null) this.#out = [bytes]
+    if (this.#out1 === null) this.#out1 = bytes
+    else if (this.#out === null) this.#out = [this.#out1, bytes]
     else this.#out.push(bytes)
     this.#outBytes += bytes.length
     if (!this.#flushScheduled) {
@@ -166,13 +169,15 @@ export class Connection implements ConnectionSink {
    */
   flush(force = false): void {
     this.#flushScheduled = false
-    const out = this.#out
-    if (out === null) return
+    const first = this.#out1
+    if (first === null) return
     if (!force && this.broker.store.pending) {
       this.broker.commits.hold(this)
       return
     }
-    const data = out.length === 1 ? out[0]! : Buffer.concat(out, this.#outBytes)
+    const out = this.#out
+    const data = out === null ? first : Buffer.concat(out, this.#outBytes)
+    this.#out1 = null
     this.#out = null
     this.#outBytes = 0
     this.broker.stats.bytesOut += data.length

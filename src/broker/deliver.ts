@@ -1,4 +1,5 @@
 import type { QoS } from 'mqtt-packet'
+import type { Message } from '../codec/message.ts'
 import { encodePublish } from '../codec/publish.ts'
 import type { Session } from '../session/session.ts'
 import type { Delivery } from '../session/types.ts'
@@ -23,8 +24,7 @@ export function isExpired(d: Delivery, now: number): boolean {
 export function deliver(session: Session, conn: Connection | undefined, d: Delivery): void {
   if (conn !== undefined) {
     if (d.qos === 0) {
-      if (conn.pendingBytes > SLOW_CONSUMER_BYTES) { conn.broker.stats.dropped++; return }
-      writePublish(conn, d, 0, false)
+      sendQos0(conn, d.msg, d.retain, d.subIds)
       return
     }
     if (session.queue.length === 0 && session.inflight.size < window(conn)) {
@@ -35,6 +35,12 @@ export function deliver(session: Session, conn: Connection | undefined, d: Deliv
     return
   }
   enqueue(session, d)
+}
+
+/** A QoS 0 message to a connected client: written now, or dropped for a slow consumer. */
+export function sendQos0(conn: Connection, msg: Message, retain: boolean, subIds: number[] | null): void {
+  if (conn.pendingBytes > SLOW_CONSUMER_BYTES) { conn.broker.stats.dropped++; return }
+  writePublish(conn, msg, 0, retain, subIds, 0, false)
 }
 
 /** Writes a delivery to the session's durable outbox (persistent sessions only). */
@@ -66,7 +72,7 @@ function sendInflight(conn: Connection, session: Session, d: Delivery): void {
   const id = session.nextPacketId()
   if (id === 0) { enqueue(session, d); return }
   session.inflight.set(id, { packetId: id, delivery: d, state: 'publish' })
-  if (writePublish(conn, d, id, false)) persist(session, d, id, 'publish')
+  if (writePublish(conn, d.msg, d.qos, d.retain, d.subIds, id, false)) persist(session, d, id, 'publish')
   else { session.inflight.delete(id); unpersist(session, d) }
 }
 
@@ -77,7 +83,7 @@ export function drainQueue(conn: Connection, session: Session): void {
   while (session.queue.length > 0 && session.inflight.size < win) {
     const d = session.queue.shift()!
     if (isExpired(d, now)) { unpersist(session, d); continue }
-    if (d.qos === 0) { writePublish(conn, d, 0, false); unpersist(session, d) }
+    if (d.qos === 0) { writePublish(conn, d.msg, 0, d.retain, d.subIds, 0, false); unpersist(session, d) }
     else sendInflight(conn, session, d)
   }
 }
@@ -86,7 +92,7 @@ export function drainQueue(conn: Connection, session: Session): void {
 export function resendInflight(conn: Connection, session: Session): void {
   for (const f of session.inflight.values()) {
     if (f.state === 'pubrel') conn.send(Buffer.from([0x62, 2, f.packetId >> 8, f.packetId & 0xff]))
-    else if (!writePublish(conn, f.delivery, f.packetId, true)) {
+    else if (!writePublish(conn, f.delivery.msg, f.delivery.qos, f.delivery.retain, f.delivery.subIds, f.packetId, true)) {
       session.inflight.delete(f.packetId)
       unpersist(session, f.delivery)
     }
@@ -97,8 +103,7 @@ export function resendInflight(conn: Connection, session: Session): void {
  * Encodes and queues one PUBLISH. Returns false when it was not sent: expired, or larger than
  * the client's Maximum Packet Size ([MQTT-3.1.2-25] discarded as if delivered).
  */
-export function writePublish(conn: Connection, d: Delivery, packetId: number, dup: boolean): boolean {
-  const msg = d.msg
+export function writePublish(conn: Connection, msg: Message, qos: QoS, retain: boolean, subIds: number[] | null, packetId: number, dup: boolean): boolean {
   const now = Date.now()
   let expiry = -1
   if (msg.expiresAt > 0) {
@@ -107,13 +112,12 @@ export function writePublish(conn: Connection, d: Delivery, packetId: number, du
     expiry = Math.ceil((msg.expiresAt - now) / 1000)
   }
   const v5 = conn.v5
-  const qos: QoS = d.qos
-  const simple = qos === 0 && expiry < 0 && d.subIds === null && (!v5 || conn.clientTopicAliasMax === 0)
+  const simple = qos === 0 && expiry < 0 && subIds === null && (!v5 || conn.clientTopicAliasMax === 0)
   if (simple) {
-    const key = (v5 ? 2 : 0) | (d.retain ? 1 : 0)
-    let bytes = msg.cache?.[key]
+    const key = (v5 ? 2 : 0) | (retain ? 1 : 0)
+    let bytes = msg.frameKey === key ? msg.frame : msg.cache?.[key]
     if (bytes === undefined) {
-      bytes = encodePublish({ topic: msg.topic, payload: msg.payload, qos: 0, retain: d.retain, dup: false, packetId: 0, props: msg.props, expiry: -1, topicAlias: 0, subIds: null }, v5)
+      bytes = encodePublish({ topic: msg.topic, payload: msg.payload, qos: 0, retain, dup: false, packetId: 0, props: msg.props, expiry: -1, topicAlias: 0, subIds: null }, v5)
       msg.cache ??= [undefined, undefined, undefined, undefined]
       msg.cache[key] = bytes
     }
@@ -130,7 +134,7 @@ export function writePublish(conn: Connection, d: Delivery, packetId: number, du
     if (known !== undefined) { alias = known; topic = '' }
     else if (aliases.size < conn.clientTopicAliasMax) alias = aliases.size + 1
   }
-  const bytes = encodePublish({ topic, payload: msg.payload, qos, retain: d.retain, dup, packetId, props: v5 ? msg.props : null, expiry: v5 ? expiry : -1, topicAlias: alias, subIds: v5 ? d.subIds : null }, v5)
+  const bytes = encodePublish({ topic, payload: msg.payload, qos, retain, dup, packetId, props: v5 ? msg.props : null, expiry: v5 ? expiry : -1, topicAlias: alias, subIds: v5 ? subIds : null }, v5)
   if (bytes.length > conn.clientMaxPacketSize) return false
   if (alias > 0 && topic !== '') conn.aliasesOut!.set(topic, alias)
   conn.broker.stats.msgsOut++

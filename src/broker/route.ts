@@ -2,6 +2,7 @@ import type { QoS } from 'mqtt-packet'
 import type { Message } from '../codec/message.ts'
 import type { Delivery, Subscription } from '../session/types.ts'
 import type { Broker } from './broker.ts'
+import { sendQos0 } from './deliver.ts'
 
 const MATCH_CACHE_MAX = 10_000
 
@@ -47,7 +48,7 @@ export function route(broker: Broker, msg: Message): number {
     else merge(prev, msg, sub)
   }
   let count = 0
-  if (single !== null) count += send(broker, single.clientId, toDelivery(msg, single))
+  if (single !== null) count += sendOne(broker, msg, single)
   if (many !== null) for (const [clientId, d] of many) count += send(broker, clientId, d)
   if (groups !== null) for (const [key, members] of groups) count += sendShared(broker, key, members, msg)
   return count
@@ -68,6 +69,20 @@ function merge(d: Delivery, msg: Message, sub: Subscription): void {
   if (q > d.qos) d.qos = q
   if (sub.retainAsPublished && msg.retain) d.retain = true
   if (sub.subId > 0) (d.subIds ??= []).push(sub.subId)
+}
+
+/** One subscription: a QoS 0 message to a connected client is written without a Delivery. */
+function sendOne(broker: Broker, msg: Message, sub: Subscription): number {
+  const s = broker.sessions.get(sub.clientId)
+  if (s === undefined) return 0
+  const conn = s.connection
+  if (conn !== null && (msg.qos === 0 || sub.qos === 0) && sub.subId === 0) {
+    // [MQTT-3.3.1-9] [MQTT-3.3.1-12] retain flag only kept with Retain As Published
+    sendQos0(conn, msg, sub.retainAsPublished && msg.retain, null)
+    return 1
+  }
+  broker.deliverTo(s, toDelivery(msg, sub))
+  return 1
 }
 
 function send(broker: Broker, clientId: string, d: Delivery): number {

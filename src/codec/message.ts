@@ -21,6 +21,10 @@ export interface Message {
   expiresAt: number
   /** Client id of the publisher (for No Local), '' for the broker itself. */
   origin: string
-  /** Encoded QoS 0 frames, reused across subscribers; index: (v5 ? 2 : 0) | (retain ? 1 : 0). */
+  /** The QoS 0 frame as received, reused for subscribers of the same protocol class, and its
+   * cache index; set together (no array for the common single-form case). */
+  frame?: Buffer | undefined
+  frameKey?: number
+  /** Other encoded QoS 0 frames, reused across subscribers; index: (v5 ? 2 : 0) | (retain ? 1 : 0). */
   cache?: (Buffer | undefined)[]
 }

@@ -24,9 +24,10 @@ const protocol = (what: string) => new MqttError(RC.PROTOCOL_ERROR, `PUBLISH: ${
 
 /**
  * Decodes a PUBLISH body. The payload is copied so the socket's buffer can be reused, unless
- * the caller says the body is its own to keep (then the payload is a view into it).
+ * the caller says the body is its own to keep (then the payload is a view into it). The body
+ * starts at `offset` in `body` (so a caller holding the whole frame needs no second view).
  */
-export function decodePublish(header: number, body: Buffer, v5: boolean, keepBody = false): InPublish {
+export function decodePublish(header: number, body: Buffer, v5: boolean, keepBody = false, offset = 0): InPublish {
   const bits = (header >> 1) & 3
   // [MQTT-3.3.1-4] a PUBLISH must not have both QoS bits set
   if (bits === 3) throw malformed('QoS bits both set')
@@ -35,11 +36,11 @@ export function decodePublish(header: number, body: Buffer, v5: boolean, keepBod
   // [MQTT-3.3.1-2] DUP must be 0 for QoS 0
   if (dup && qos === 0) throw malformed('DUP flag set on a QoS 0 message')
   const end = body.length
-  if (end < 2) throw malformed('too short for the topic length')
-  const tlen = (body[0]! << 8) | body[1]!
-  let pos = 2 + tlen
+  if (end - offset < 2) throw malformed('too short for the topic length')
+  const tlen = (body[offset]! << 8) | body[offset + 1]!
+  let pos = offset + 2 + tlen
   if (pos > end) throw malformed('topic longer than the packet')
-  const topic = decodeUtf8(body, 2, pos, 'topic name')
+  const topic = decodeUtf8(body, offset + 2, pos, 'topic name')
   let packetId = 0
   if (qos > 0) {
     if (pos + 2 > end) throw malformed('missing packet identifier')

@@ -14,7 +14,7 @@ export function handlePublish(conn: Connection, header: number, body: Buffer, ow
   const broker = conn.broker
   const lim = broker.config.limits
   const frame = ownFrame(header, body, owned)
-  const p = decodePublish(header, frame.subarray(frame.length - body.length), conn.v5, true)
+  const p = decodePublish(header, frame, conn.v5, true, frame.length - body.length)
   const s = conn.session!
   // [MQTT-3.2.2-11] QoS above Maximum QoS is a protocol violation (0x9B)
   if (p.qos > lim.maxQos) throw new MqttError(RC.QOS_NOT_SUPPORTED, `QoS ${p.qos} not supported`)
@@ -60,15 +60,13 @@ export function handlePublish(conn: Connection, header: number, body: Buffer, ow
     conn.send(encodeAck(p.qos === 1 ? PUBACK : PUBREC, p.packetId, RC.PAYLOAD_FORMAT_INVALID, conn.v5))
     return
   }
+  // a QoS 0 PUBLISH without alias or expiry goes out to subscribers of the same protocol class
+  // exactly as it came in: its bytes are the encoded form, no second encode or copy
+  const asIs = p.qos === 0 && p.topicAlias === 0 && p.expiry < 0
   const msg: Message = {
     topic, payload: p.payload, qos: p.qos, retain: p.retain, props: p.props,
     expiresAt: p.expiry >= 0 ? Date.now() + p.expiry * 1000 : 0, origin: conn.clientId,
-  }
-  // a QoS 0 PUBLISH without alias or expiry goes out to subscribers of the same protocol class
-  // exactly as it came in: its bytes are the encoded form, no second encode or copy
-  if (p.qos === 0 && p.topicAlias === 0 && p.expiry < 0) {
-    msg.cache = [undefined, undefined, undefined, undefined]
-    msg.cache[(conn.v5 ? 2 : 0) | (p.retain ? 1 : 0)] = frame
+    frame: asIs ? frame : undefined, frameKey: asIs ? (conn.v5 ? 2 : 0) | (p.retain ? 1 : 0) : -1,
   }
   if (p.retain) storeRetained(broker, msg)
   const n = broker.publish(msg)
