@@ -57,10 +57,10 @@ export class Connection implements ConnectionSink {
   /** Frames held while an asynchronous step (e.g. authentication) runs, replayed in order. */
   #held: [number, Buffer][] | null = null
   /** Called by the framer for every whole packet. */
-  onFrame(header: number, body: Buffer, owned: boolean): void {
+  onFrame(header: number, buf: Buffer, start: number, end: number, owned: boolean): void {
     if (this.state === 'closed') return
-    if (this.#held !== null) this.#held.push([header, Buffer.from(body)])
-    else this.#run(header, body, owned)
+    if (this.#held !== null) this.#held.push([header, Buffer.from(buf.subarray(start, end))])
+    else this.#run(header, buf, start, end, owned)
   }
 
   constructor(broker: Broker, socket: MqttSocket) {
@@ -87,8 +87,8 @@ export class Connection implements ConnectionSink {
     this.flush()
   }
 
-  #run(header: number, body: Buffer, owned: boolean): void {
-    const r = dispatch(this, header, body, owned)
+  #run(header: number, buf: Buffer, start: number, end: number, owned: boolean): void {
+    const r = dispatch(this, header, buf, start, end, owned)
     if (r instanceof Promise) {
       this.#held = []
       r.then(() => this.#resume(), (e: unknown) => { this.#held = null; this.fail(e); this.flush() })
@@ -101,7 +101,8 @@ export class Connection implements ConnectionSink {
     try {
       for (let i = 0; i < held.length; i++) {
         if (this.state === 'closed') return
-        this.#run(held[i]![0], held[i]![1], true)
+        const [h, body] = held[i]!
+        this.#run(h, body, 0, body.length, true)
         if (this.#held !== null) {
           (this.#held as [number, Buffer][]).push(...held.slice(i + 1))
           break

@@ -14,8 +14,11 @@ const CONNECT = 1, PUBLISH = 3, PUBACK = 4, PUBCOMP = 7, SUBSCRIBE = 8, UNSUBSCR
 const PINGREQ = 12, DISCONNECT = 14, AUTH = 15
 
 /** Routes one whole packet to its handler. Throws MqttError on protocol violations. */
-export function dispatch(conn: Connection, header: number, body: Buffer, owned = false): void | Promise<void> {
+export function dispatch(conn: Connection, header: number, buf: Buffer, start: number, end: number, owned = false): void | Promise<void> {
   const type = header >> 4
+  // the hot path: a PUBLISH on an open connection needs no view of its body
+  if (type === PUBLISH && conn.state === 'connected') return handlePublish(conn, header, buf, start, end, owned)
+  const body = buf.subarray(start, end)
   if (conn.state === 'new') {
     // [MQTT-3.1.0-1] the first packet from the client must be CONNECT
     if (type !== CONNECT) throw new MqttError(RC.PROTOCOL_ERROR, 'first packet is not CONNECT')
@@ -37,7 +40,7 @@ export function dispatch(conn: Connection, header: number, body: Buffer, owned =
     throw new MqttError(RC.PROTOCOL_ERROR, 'packet other than AUTH during authentication')
   }
   switch (type) {
-    case PUBLISH: return handlePublish(conn, header, body, owned)
+    case PUBLISH: return handlePublish(conn, header, buf, start, end, owned)
     case PUBACK: case PUBACK + 1: case PUBACK + 2: case PUBCOMP: return handleAck(conn, header, body)
     case SUBSCRIBE: return handleSubscribe(conn, decodePacket(header, body, conn.version))
     case UNSUBSCRIBE: return handleUnsubscribe(conn, decodePacket(header, body, conn.version))

@@ -3,8 +3,12 @@ import { MqttError, RC } from './reason-codes.ts'
 /** Receives each complete MQTT control packet: the first header byte and the variable header +
  * payload. An object, not a closure, so a connection needs no per-instance function. */
 export interface FrameHandler {
-  /** owned: body lies in a buffer the framer allocated (not the socket's), safe to keep. */
-  onFrame(header: number, body: Buffer, owned: boolean): void
+  /**
+   * The packet's variable header + payload is buf[start, end) (no view is made for it: most
+   * handlers need none). owned: buf was allocated by the framer (joined parts of a packet).
+   * Either way buf is never reused, so keeping a view of it is safe, though it pins all of buf.
+   */
+  onFrame(header: number, buf: Buffer, start: number, end: number, owned: boolean): void
 }
 
 /**
@@ -70,7 +74,7 @@ export class Framer {
         this.#need = total
         break
       }
-      onFrame.onFrame(header, buf.subarray(i, i + remaining), owned)
+      onFrame.onFrame(header, buf, i, i + remaining, owned)
       pos = i + remaining
     }
     if (pos < len) {

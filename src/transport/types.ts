@@ -9,6 +9,8 @@ export interface MqttSocket {
 
 /** Callbacks a transport calls for each connection. */
 export interface ConnectionSink {
+  /** Received bytes. The transport must hand over a buffer it never reuses or changes
+   * afterwards (the broker keeps views of it, e.g. a QoS 0 frame forwarded as received). */
   data(chunk: Buffer): void
   drain(): void
   close(): void

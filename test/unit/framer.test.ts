@@ -8,7 +8,7 @@ type Frame = { header: number; body: string }
 /** Pushes every chunk and returns the frames as header + body hex (copied at once). */
 function run(framer: Framer, chunks: Uint8Array[]): Frame[] {
   const out: Frame[] = []
-  for (const c of chunks) framer.push(Buffer.from(c), { onFrame: (header: number, body: Buffer) => { out.push({ header, body: body.toString('hex') }) } })
+  for (const c of chunks) framer.push(Buffer.from(c), { onFrame: (header: number, buf: Buffer, start: number, end: number) => { out.push({ header, body: buf.subarray(start, end).toString('hex') }) } })
   return out
 }
 

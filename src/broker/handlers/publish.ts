@@ -10,11 +10,11 @@ import { storeRetained } from '../will.ts'
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 
 /** PUBLISH from a client: checks, topic alias, retained store, routing, acknowledgement. */
-export function handlePublish(conn: Connection, header: number, body: Buffer, owned = false): void {
+export function handlePublish(conn: Connection, header: number, buf: Buffer, start: number, end: number, owned = false): void {
   const broker = conn.broker
   const lim = broker.config.limits
-  const frame = ownFrame(header, body, owned)
-  const p = decodePublish(header, frame, conn.v5, true, frame.length - body.length)
+  const frame = ownFrame(header, buf, start, end, owned)
+  const p = decodePublish(header, frame, conn.v5, true, frame.length - (end - start))
   const s = conn.session!
   // [MQTT-3.2.2-11] QoS above Maximum QoS is a protocol violation (0x9B)
   if (p.qos > lim.maxQos) throw new MqttError(RC.QOS_NOT_SUPPORTED, `QoS ${p.qos} not supported`)
@@ -96,20 +96,22 @@ export function handlePublish(conn: Connection, header: number, body: Buffer, ow
 const IN_PLACE = 4096
 
 /**
- * The whole PUBLISH frame (fixed header + body) in a buffer the message may keep: a view when
- * the framer already copied a large frame, otherwise one copy of just this frame (a small view
- * would pin the socket's or framer's whole read buffer).
+ * The whole PUBLISH frame (fixed header + body, body = buf[start, end)) in a buffer the
+ * message may keep: the received buffer itself when it holds exactly this frame (the common
+ * one-packet read: no copy, no allocation); a view when the framer already copied a large
+ * frame; otherwise one copy of just this frame (a small view would pin a whole read buffer).
  */
-function ownFrame(header: number, body: Buffer, owned: boolean): Buffer {
-  const hdrLen = 1 + varintSize(body.length)
-  const start = body.byteOffset - hdrLen
-  if (owned && body.length >= IN_PLACE && start >= 0 && new Uint8Array(body.buffer, start, 1)[0] === header) {
-    return Buffer.from(body.buffer, start, hdrLen + body.length)
-  }
-  const f = Buffer.allocUnsafe(hdrLen + body.length)
+function ownFrame(header: number, buf: Buffer, start: number, end: number, owned: boolean): Buffer {
+  const len = end - start
+  const hdrLen = 1 + varintSize(len)
+  const from = start - hdrLen
+  // from === 0 also proves the remaining length was minimally encoded: the bytes are reusable
+  if (from === 0 && end === buf.length) return buf
+  if (owned && len >= IN_PLACE && from >= 0 && buf[from] === header) return buf.subarray(from, end)
+  const f = Buffer.allocUnsafe(hdrLen + len)
   f[0] = header
-  writeVarint(f, 1, body.length)
-  body.copy(f, hdrLen)
+  writeVarint(f, 1, len)
+  buf.copy(f, hdrLen, start, end)
   return f
 }
 
