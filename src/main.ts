@@ -1,6 +1,7 @@
 #!/usr/bin/env bun
 import { defineCommand, runMain } from 'citty'
 import { startAdmin } from './admin/app.ts'
+import { addOrUpdateUser, removeUser, usernameError } from './auth/password-file.ts'
 import { createBroker } from './broker/broker.ts'
 import { VERSION } from './broker/sys-topics.ts'
 import { ConfigError, loadConfig, maskSecrets } from './config/load.ts'
@@ -102,6 +103,90 @@ const config = defineCommand({
   },
 })
 
+/** The first line of stdin (without its line end), reading no further than that line. */
+async function readLine(): Promise<string> {
+  const decoder = new TextDecoder()
+  let text = ''
+  for await (const chunk of Bun.stdin.stream()) {
+    text += decoder.decode(chunk, { stream: true })
+    if (text.includes('\n')) break
+  }
+  const nl = text.indexOf('\n')
+  const line = nl < 0 ? text : text.slice(0, nl)
+  return line.endsWith('\r') ? line.slice(0, -1) : line
+}
+
+/** Prompts on stderr and reads a line from the terminal without echoing it. */
+function readHidden(prompt: string): Promise<string> {
+  const stdin = process.stdin
+  process.stderr.write(prompt)
+  stdin.setRawMode(true)
+  stdin.resume()
+  return new Promise((resolve, reject) => {
+    let value = ''
+    const finish = (error: Error | null) => {
+      stdin.off('data', onData)
+      stdin.setRawMode(false)
+      stdin.pause()
+      process.stderr.write('\n')
+      if (error === null) resolve(value)
+      else reject(error)
+    }
+    const onData = (chunk: Buffer) => {
+      for (const ch of chunk.toString('utf8')) {
+        if (ch === '\r' || ch === '\n' || ch === '\u0004') return finish(null)
+        if (ch === '\u0003') return finish(new Error('interrupted'))
+        if (ch === '\u007f' || ch === '\b') value = Array.from(value).slice(0, -1).join('')
+        else value += ch
+      }
+    }
+    stdin.on('data', onData)
+  })
+}
+
+/** Terminal: asks twice without echo (once with echo if raw mode is unavailable); pipe: first line. */
+async function readPassword(): Promise<string> {
+  if (!process.stdin.isTTY) return readLine()
+  if (typeof process.stdin.setRawMode !== 'function') {
+    process.stderr.write('Password: ')
+    return readLine()
+  }
+  const first = await readHidden('Password: ')
+  const second = await readHidden('Password again: ')
+  if (first !== second) throw new Error('the passwords do not match')
+  return first
+}
+
+const passwd = defineCommand({
+  meta: { name: 'passwd', description: 'Set a user\'s password in a password file (read from stdin), or delete the user' },
+  args: {
+    file: { type: 'positional', required: false, description: 'password file (created with mode 0600 when missing)' },
+    user: { type: 'positional', required: false, description: 'username' },
+    delete: { type: 'boolean', description: 'remove the user from the file' },
+  },
+  async run({ args }) {
+    const fail = (message: string): never => {
+      process.stderr.write(`vmqtt passwd: ${message}\n`)
+      process.exit(1)
+    }
+    const { file, user } = args
+    if (file === undefined || user === undefined || args._.length > 2) return fail('usage: vmqtt passwd FILE USER [--delete]')
+    try {
+      if (args.delete) {
+        removeUser(file, user)
+        process.stdout.write(`deleted user '${user}' from ${file}\n`)
+        return
+      }
+      const bad = usernameError(user)
+      if (bad !== null) return fail(bad)
+      const result = await addOrUpdateUser(file, user, await readPassword())
+      process.stdout.write(result === 'added' ? `added user '${user}' to ${file}\n` : `updated user '${user}' in ${file}\n`)
+    } catch (e) {
+      fail((e as Error).message)
+    }
+  },
+})
+
 const version = defineCommand({
   meta: { name: 'version', description: 'Print the version' },
   run() {
@@ -111,7 +196,7 @@ const version = defineCommand({
 
 const main = defineCommand({
   meta: { name: 'vmqtt', version: VERSION, description: 'vmqtt MQTT broker' },
-  subCommands: { start, config, version },
+  subCommands: { start, config, passwd, version },
 })
 
 // `vmqtt` with no command (or only flags) starts the broker.
