@@ -115,7 +115,7 @@ export class Broker {
     this.commits.flush()
     const { host, port } = this.config.mqtt
     if (port !== 'off') {
-      const l = listenTcp(host, port, (socket) => this.accept(socket))
+      const l = listenTcp(host, port, (socket, listener) => this.accept(socket, listener))
       this.listeners.push(l)
       this.log.info('mqtt listening', { transport: 'tcp', host, port: l.port })
     }
@@ -131,8 +131,8 @@ export class Broker {
     return this.listeners[0]?.port ?? 0
   }
 
-  accept(socket: MqttSocket): Connection {
-    const conn = new Connection(this, socket)
+  accept(socket: MqttSocket, listener = 'mqtt'): Connection {
+    const conn = new Connection(this, socket, listener)
     conn.nextConn = this.#firstConn
     if (this.#firstConn !== null) this.#firstConn.prevConn = conn
     this.#firstConn = conn

@@ -18,6 +18,8 @@ export class Connection implements ConnectionSink {
   readonly broker: Broker
   readonly socket: MqttSocket
   readonly framer: Framer
+  /** Name of the listener the client came in on (mqtt, mqtts, ws, wss, quic). */
+  readonly listener: string
   state: ConnState = 'new'
   version: ProtocolVersion = 4
   clientId = ''
@@ -63,9 +65,10 @@ export class Connection implements ConnectionSink {
     else this.#run(header, buf, start, end, owned)
   }
 
-  constructor(broker: Broker, socket: MqttSocket) {
+  constructor(broker: Broker, socket: MqttSocket, listener = 'mqtt') {
     this.broker = broker
     this.socket = socket
+    this.listener = listener
     this.framer = new Framer(broker.config.limits.maxPacketSize)
   }
 

@@ -9,6 +9,13 @@ const port = (def: number) =>
     'a port number 0-65535 or "off"'), def)
 const str = (def: string) => v.optional(v.pipe(v.string(), v.minLength(1)), def)
 const bool = (def: boolean) => v.optional(v.boolean(), def)
+/** A string that may be empty (empty = not set / off). */
+const text = () => v.optional(v.string(), '')
+/** true | false | "auto" (auto: decided from the rest of the config). */
+const tristate = () => v.optional(v.pipe(
+  v.union([v.boolean(), v.picklist(['auto', 'true', 'false'])], 'true, false or "auto"'),
+  v.transform((x): boolean | 'auto' => x === 'true' ? true : x === 'false' ? false : x),
+), 'auto')
 const oneOf = <const T extends readonly [string, ...string[]]>(values: T, def: T[number]) => v.optional(v.picklist(values), def)
 
 export const ConfigSchema = v.strictObject({
@@ -21,11 +28,68 @@ export const ConfigSchema = v.strictObject({
     maxConnections: int(1, 10_000_000, 100_000),
     /** Seconds a new connection may take to send CONNECT. */
     connectTimeout: int(1, 3600, 10),
+    /** Open connections allowed from one IP address (0 = no limit). */
+    maxConnectionsPerAddress: int(0, 10_000_000, 0),
+    /** New connections per second allowed from one IP address (0 = no limit). */
+    connectRatePerAddress: int(0, 10_000_000, 0),
+  }), {}),
+  tls: v.optional(v.strictObject({
+    host: str('0.0.0.0'),
+    /** MQTT over TLS port; the listener is on when a certificate is set. 0 = any free port. */
+    port: port(8883),
+    /** PEM certificate chain file of the server. */
+    cert: text(),
+    /** PEM private key file of the server. */
+    key: text(),
+    /** PEM file of the CA(s) that client certificates must chain to (mutual TLS). */
+    ca: text(),
+    /** Client certificates: none, request (verified when sent), require (no certificate, no connection). */
+    clientCert: oneOf(['none', 'request', 'require'], 'none'),
+    /** Oldest TLS version accepted. */
+    minVersion: oneOf(['TLSv1.2', 'TLSv1.3'], 'TLSv1.2'),
+    /** Use the client certificate's identity as the username: off, cn (subject CN), san (first DNS/email/URI SAN). */
+    identity: oneOf(['off', 'cn', 'san'], 'off'),
+  }), {}),
+  auth: v.optional(v.strictObject({
+    /** Clients without credentials may connect: auto = only when no authenticator is configured. */
+    anonymous: tristate(),
+    /** Password file (username:argon2id hash lines, made with `vmqtt passwd`); re-read on change. */
+    passwordFile: text(),
+    /** Shared secret for HS256/384/512 JWTs in the password field (at least 32 bytes). */
+    jwtSecret: text(),
+    /** PEM public key or certificate file for RS, PS, ES or EdDSA JWTs. */
+    jwtPublicKey: text(),
+    /** Local JWKS file (public keys chosen by kid). */
+    jwtJwks: text(),
+    /** Required JWT issuer (iss); empty = not checked. */
+    jwtIssuer: text(),
+    /** Required JWT audience (aud); empty = not checked. */
+    jwtAudience: text(),
+    /** JWT claim that holds the username. */
+    jwtUsernameClaim: str('sub'),
+    /** JWT claim that may hold {"publish": [...], "subscribe": [...]} topic filter lists. */
+    jwtAclClaim: str('acl'),
+    /** SCRAM-SHA-256 credentials file (user:SCRAM-SHA-256$iter:salt$StoredKey:ServerKey lines) for MQTT 5 enhanced auth. */
+    scramFile: text(),
+    /** First delay (ms) before answering a failed login; doubles with each further failure from the address. */
+    failDelay: int(0, 60_000, 1000),
+    /** Longest delay (ms) for repeated failed logins from one address. */
+    failDelayMax: int(0, 600_000, 30_000),
+  }), {}),
+  acl: v.optional(v.strictObject({
+    /** ACL rules file (ordered allow/deny rules, first match wins); re-read on change. Empty = everything allowed. */
+    file: text(),
+  }), {}),
+  audit: v.optional(v.strictObject({
+    /** Security events as JSON lines: empty = off, "stdout", or a file path (appended). */
+    log: text(),
   }), {}),
   admin: v.optional(v.strictObject({
     host: str('0.0.0.0'),
     /** Admin HTTP port (health, readiness); "off" disables it. */
     port: port(8080),
+    /** Bearer token required for every admin route but /health and /ready; empty = admin API routes off. */
+    token: text(),
   }), {}),
   data: v.optional(v.strictObject({
     /** Directory for persistent data (the SQLite database vmqtt.db). */
@@ -67,6 +131,14 @@ export const ConfigSchema = v.strictObject({
     wildcardSubscriptions: bool(true),
     subscriptionIdentifiers: bool(true),
     sharedSubscriptions: bool(true),
+    /** PUBLISH packets per second one client may send (0 = no limit); v5: 0x96, v3: disconnect. */
+    publishRate: int(0, 100_000_000, 0),
+    /** PUBLISH bytes per second one client may send (0 = no limit); v5: 0x97, v3: disconnect. */
+    publishBytesRate: int(0, 1_000_000_000_000, 0),
+    /** Seconds a started packet may take to arrive completely (slow senders are closed). */
+    packetTimeout: int(1, 3600, 30),
+    /** Bytes of unsent output a client may have before it is disconnected as not reading (0 = no limit). */
+    maxPendingBytes: int(0, 1_000_000_000_000, 64 * 1024 * 1024),
   }), {}),
   session: v.optional(v.strictObject({
     /** Queue QoS 0 messages for offline persistent sessions too. */

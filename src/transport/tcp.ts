@@ -8,7 +8,7 @@ export function listenTcp(host: string, port: number, accept: Accept): Listener 
     port,
     socket: {
       open(socket) {
-        socket.data = accept(socket)
+        socket.data = accept(socket, 'mqtt')
       },
       data(socket, chunk) {
         socket.data?.data(chunk)

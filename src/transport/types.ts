@@ -1,3 +1,5 @@
+import type { PeerCertificate } from '../auth/types.ts'
+
 /** What the broker needs from any byte-stream transport (TCP, TLS, WebSocket, QUIC). */
 export interface MqttSocket {
   /** Writes bytes; returns how many were accepted (the rest must be retried on drain). */
@@ -5,6 +7,8 @@ export interface MqttSocket {
   /** Closes the connection after pending writes. */
   end(): void
   readonly remoteAddress: string
+  /** The client certificate's identity, on TLS listeners that asked for one (mutual TLS). */
+  peerCertificate?(): PeerCertificate | undefined
 }
 
 /** Callbacks a transport calls for each connection. */
@@ -22,7 +26,9 @@ export interface Listener {
   readonly port: number
   /** Stops accepting; with force, also closes every open connection. */
   stop(force?: boolean): void
+  /** Re-reads certificate files (TLS listeners); new connections get the new ones. Throws with a clear message when they are invalid (the old ones stay). */
+  reload?(): void | Promise<void>
 }
 
-/** Creates the per-connection sink for a new socket. */
-export type Accept = (socket: MqttSocket) => ConnectionSink
+/** Creates the per-connection sink for a new socket; `listener` names the listener (mqtt, mqtts, ws, ...). */
+export type Accept = (socket: MqttSocket, listener: string) => ConnectionSink

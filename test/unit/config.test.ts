@@ -32,8 +32,10 @@ function configError(fn: () => unknown): string {
 describe('defaults', () => {
   test('documented defaults', () => {
     const c = loadConfig()
-    expect(c.mqtt).toEqual({ host: '0.0.0.0', port: 1883, maxConnections: 100_000, connectTimeout: 10 })
-    expect(c.admin).toEqual({ host: '0.0.0.0', port: 8080 })
+    expect(c.mqtt).toEqual({ host: '0.0.0.0', port: 1883, maxConnections: 100_000, connectTimeout: 10, maxConnectionsPerAddress: 0, connectRatePerAddress: 0 })
+    expect(c.admin).toEqual({ host: '0.0.0.0', port: 8080, token: '' })
+    expect(c.tls.port).toBe(8883)
+    expect(c.auth.anonymous).toBe('auto')
     expect(c.data.dir).toBe('./data')
     expect(c.log.level).toBe('info')
     expect(c.limits.maxPacketSize).toBe(16 * 1024 * 1024)

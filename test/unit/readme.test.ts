@@ -9,8 +9,9 @@ test('the README documents every configuration key with its environment variable
   const missing: string[] = []
   for (const [section, keys] of Object.entries(defaults())) {
     for (const [key, value] of Object.entries(keys as Record<string, unknown>)) {
-      const row = readme.split('\n').find((l) => l.includes(`\`${envName(section, key)}\``))
-      if (row === undefined || !row.includes(`\`${section}.${key}\``) || !row.includes(`\`${String(value)}\``)) {
+      const row = readme.split("\n").find((l) => l.startsWith(`| \`${envName(section, key)}\``))
+      const shown = value === '' ? '(not set)' : `\`${String(value)}\``
+      if (row === undefined || !row.includes(`\`${section}.${key}\``) || !row.includes(shown)) {
         missing.push(`${envName(section, key)} (${section}.${key} = ${String(value)})`)
       }
     }
