@@ -86,6 +86,7 @@ class Pending {
     readonly serverFirst: string,
     readonly nonce: string,
     readonly credentials: ScramCredentials | undefined,
+    readonly user: string,
   ) {}
 }
 
@@ -147,7 +148,7 @@ export class ScramSha256Auth implements EnhancedAuth {
     const salt = credentials?.salt ?? hmac(this.#secret, `scram-fake-salt:${user}`).subarray(0, 16)
     const nonce = cnonce + this.#serverNonce()
     const serverFirst = `r=${nonce},s=${salt.toString('base64')},i=${credentials?.iterations ?? this.#fakeIterations}`
-    ctx.state = new Pending(m[0], bare, serverFirst, nonce, credentials)
+    ctx.state = new Pending(m[0], bare, serverFirst, nonce, credentials, user)
     return { result: 'continue', data: Buffer.from(serverFirst) }
   }
 
@@ -171,6 +172,6 @@ export class ScramSha256Auth implements EnhancedAuth {
     const clientKey = Buffer.alloc(32)
     for (let i = 0; i < 32; i++) clientKey[i] = proof[i]! ^ signature[i]!
     if (!timingSafeEqual(sha256(clientKey), storedKey) || p.credentials === undefined) return fail(BAD_CREDENTIALS)
-    return { result: 'success', data: Buffer.from(`v=${hmac(p.credentials.serverKey, authMessage).toString('base64')}`) }
+    return { result: 'success', data: Buffer.from(`v=${hmac(p.credentials.serverKey, authMessage).toString('base64')}`), username: p.user }
   }
 }

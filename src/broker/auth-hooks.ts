@@ -3,7 +3,8 @@
  * exchange with success, a challenge (continue), or failure.
  */
 export type AuthStep =
-  | { result: 'success'; data?: Buffer }
+  /** username: the identity the method proved; it becomes the connection's username. */
+  | { result: 'success'; data?: Buffer; username?: string }
   | { result: 'continue'; data?: Buffer }
   | { result: 'fail'; reason?: number }
 

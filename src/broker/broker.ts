@@ -1,3 +1,4 @@
+import { Security } from '../auth/security.ts'
 import type { Config } from '../config/schema.ts'
 import type { Message } from '../codec/message.ts'
 import { RC } from '../codec/reason-codes.ts'
@@ -47,6 +48,8 @@ export class Broker {
   readonly log: Logger
   readonly store: Store
   readonly authMethods: Map<string, EnhancedAuth>
+  /** Authentication chain, ACL and audit log (built from the config in start()). */
+  security: Security | null = null
   readonly stats: BrokerStats = { msgsIn: 0, msgsOut: 0, bytesIn: 0, bytesOut: 0, dropped: 0, connectionsTotal: 0, storeFull: 0, commits: 0 }
   readonly sessions = new Map<string, Session>()
   /** Connected clients (after CONNACK); each is its session's `connection`. */
@@ -108,6 +111,8 @@ export class Broker {
 
   /** Opens the store, restores sessions and retained messages, starts listeners and timers. */
   async start(): Promise<void> {
+    this.security = await Security.create(this.config, this.log)
+    for (const [name, method] of this.security.methods()) if (!this.authMethods.has(name)) this.authMethods.set(name, method)
     await this.store.open()
     restore(this)
     // time passed while the broker was down: expire sessions, wills and messages before listening
@@ -266,6 +271,7 @@ export class Broker {
     for (const conn of this.allConnections()) conn.disconnect(RC.SERVER_SHUTTING_DOWN, 'server shutting down')
     for (const l of this.listeners) l.stop(true)
     this.commits.flush()
+    this.security?.close()
     await this.store.close()
   }
 }

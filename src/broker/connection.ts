@@ -1,4 +1,5 @@
 import type { Packet } from 'mqtt-packet'
+import type { ClientAcl } from '../auth/types.ts'
 import { Framer } from '../codec/framer.ts'
 import { encodePacket, type ProtocolVersion } from '../codec/packets.ts'
 import { MqttError, RC } from '../codec/reason-codes.ts'
@@ -24,6 +25,8 @@ export class Connection implements ConnectionSink {
   version: ProtocolVersion = 4
   clientId = ''
   username: string | undefined
+  /** Topic lists from the client's token (JWT claim); replace the ACL file for this client. */
+  acl: ClientAcl | null = null
   session: Session | null = null
   /** Neighbours in the broker's list of open connections. */
   prevConn: Connection | null = null

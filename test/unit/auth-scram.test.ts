@@ -81,7 +81,7 @@ describe('RFC 7677 section 3 test vector', () => {
     expect(first.result).toBe('continue')
     expect(text(first)).toBe('r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096')
     const final = await step(clientFinal)
-    expect(final).toEqual({ result: 'success', data: Buffer.from('v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=') })
+    expect(final).toEqual({ result: 'success', data: Buffer.from('v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4='), username: 'user' })
   })
 
   test('the test client computes the RFC proof (it is a fair judge)', () => {

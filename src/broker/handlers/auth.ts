@@ -36,6 +36,7 @@ export function runAuthStep(conn: Connection, data: Buffer | undefined, reauth: 
     }
     conn.authState = undefined
     if (r.result === 'success') {
+      if (r.username !== undefined) conn.username = r.username
       if (reauth) conn.sendPacket({ cmd: 'auth', reasonCode: RC.SUCCESS, properties: { authenticationMethod: conn.authMethod, authenticationData: r.data } })
       else completePending(conn, r.data)
       return

@@ -6,6 +6,8 @@ import { connackCodeV3, MqttError, RC } from '../../codec/reason-codes.ts'
 import { topicNameError } from '../../topic/validate.ts'
 import type { Connection } from '../connection.ts'
 import { drainQueue, resendInflight } from '../deliver.ts'
+import type { Security } from '../../auth/security.ts'
+import type { AuthResult } from '../../auth/types.ts'
 import { runAuthStep } from './auth.ts'
 
 /** [MQTT-3.1.2-2] unsupported protocol level: CONNACK 0x01 and close; [MQTT-3.1.2-1] a wrong
@@ -18,9 +20,13 @@ export function rejectProtocol(conn: Connection, peek: ConnectPeek): void {
   conn.end()
 }
 
-/** Sends a refusing CONNACK with the reason code (mapped for v3) and closes [MQTT-3.2.2-7]. */
-export function refuse(conn: Connection, code: number, reason: string): void {
-  conn.broker.log.info('connection refused', { clientId: conn.clientId || undefined, remote: conn.socket.remoteAddress, reason: `0x${code.toString(16)}`, error: reason })
+/** Sends a refusing CONNACK with the reason code (mapped for v3) and closes [MQTT-3.2.2-7].
+ * `detail` goes to the log and the audit log only, never to the client. */
+export function refuse(conn: Connection, code: number, reason: string, detail?: string): void {
+  if (conn.state === 'closed') return
+  const fields = { clientId: conn.clientId || undefined, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, reason: `0x${code.toString(16)}`, error: reason, detail }
+  conn.broker.log.info('connection refused', fields)
+  conn.broker.security?.audit.event('connect-failed', fields)
   if (conn.v5) conn.sendPacket({ cmd: 'connack', sessionPresent: false, reasonCode: code, properties: { reasonString: reason } })
   else conn.sendPacket({ cmd: 'connack', sessionPresent: false, returnCode: connackCodeV3(code) })
   conn.end()
@@ -67,7 +73,35 @@ export function handleConnect(conn: Connection, packet: Packet | null): void | P
     pending.set(conn, { packet: p, assignedId })
     return runAuthStep(conn, props.authenticationData, false)
   }
+  const sec = conn.broker.security
+  if (sec !== null && !(sec.authenticators.length === 0 && sec.anonymous)) return authenticate(conn, sec, p, assignedId)
   return complete(conn, p, assignedId, undefined)
+}
+
+/** The authentication chain; a refusal waits longer with each failure from the address. */
+async function authenticate(conn: Connection, sec: Security, p: IConnectPacket, assignedId: boolean): Promise<void> {
+  const address = conn.socket.remoteAddress
+  const password = p.password === undefined ? undefined : Buffer.isBuffer(p.password) ? p.password : Buffer.from(p.password)
+  let r: AuthResult
+  try {
+    r = await sec.authenticate({ clientId: p.clientId, username: p.username, password, address, listener: conn.listener, cert: conn.socket.peerCertificate?.() })
+  } catch (e) {
+    conn.broker.log.error('authentication error', { clientId: p.clientId, error: String((e as Error)?.stack ?? e) })
+    r = { decision: 'deny', reason: RC.UNSPECIFIED_ERROR, detail: `authenticator failed: ${(e as Error).message}` }
+  }
+  if (conn.state === 'closed') return
+  if (r.decision === 'allow') {
+    sec.noteSuccess(address)
+    if (r.username !== undefined) conn.username = r.username
+    conn.acl = r.acl ?? null
+    return complete(conn, p, assignedId, undefined)
+  }
+  const code = r.reason ?? RC.BAD_USER_NAME_OR_PASSWORD
+  // the refusal must arrive before the connect timeout closes the connection
+  const left = conn.broker.config.mqtt.connectTimeout * 1000 - (Date.now() - conn.openedAt) - 250
+  const delay = Math.max(0, Math.min(sec.noteFailure(address), left))
+  if (delay > 0) await Bun.sleep(delay)
+  refuse(conn, code, code === RC.NOT_AUTHORIZED ? 'not authorized' : 'bad user name or password', r.detail)
 }
 
 /** Called by the AUTH flow when enhanced authentication of a CONNECT succeeded. */
@@ -90,9 +124,15 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
   }
   const will = buildWill(conn, p)
   if (typeof will === 'string') return
+  // the will is a publish like any other: the ACL must allow its topic (as Mosquitto does)
+  const sec = broker.security
+  if (will !== null && sec !== null && (conn.acl !== null || sec.aclActive) && !sec.authorize(conn, 'publish', will.msg.topic)) {
+    return refuse(conn, RC.NOT_AUTHORIZED, 'not authorized', `will topic ${will.msg.topic} denied by the ACL`)
+  }
   if (old !== undefined) {
     // [MQTT-3.1.4-3] take over: the existing connection is closed (v5: DISCONNECT 0x8E)
     broker.log.info('session taken over', { clientId: id })
+    broker.security?.audit.event('kick', { clientId: id, username: old.username, address: old.socket.remoteAddress, listener: old.listener, reason: 'session taken over', by: conn.socket.remoteAddress })
     old.disconnect(RC.SESSION_TAKEN_OVER, 'session taken over by a new connection')
   }
   let s = broker.sessions.get(id)
@@ -153,6 +193,7 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
     conn.sendPacket({ cmd: 'connack', sessionPresent, returnCode: 0 })
   }
   broker.log.debug('client connected', { clientId: id, version: conn.version, clean: p.clean, sessionPresent })
+  broker.security?.audit.event('connect', { clientId: id, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, version: conn.version, method: conn.authMethod })
   if (sessionPresent) {
     resendInflight(conn, s)
     drainQueue(conn, s)

@@ -44,6 +44,18 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
     broker.afterCommit(() => { if (s.hasQos2(dupId)) conn.send(encodeAck(PUBREC, dupId, 0, conn.v5)) })
     return
   }
+  const sec = broker.security
+  const denied = sec !== null && (conn.acl !== null || sec.aclActive) && !sec.authorize(conn, 'publish', topic)
+  if (denied) {
+    broker.log.debug('publish denied by ACL', { clientId: conn.clientId, topic })
+    sec.audit.event('acl-denied', { clientId: conn.clientId, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, action: 'publish', topic })
+    // v5: PUBACK / PUBREC 0x87 Not authorized; QoS 0 is dropped. v3 has no way to say no: the
+    // message is acknowledged as usual and dropped [MQTT-3.3.5-2]
+    if (conn.v5) {
+      if (p.qos > 0) conn.send(encodeAck(p.qos === 1 ? PUBACK : PUBREC, p.packetId, RC.NOT_AUTHORIZED, true))
+      return
+    }
+  }
   if (p.qos === 1 && conn.v5 && s.hasQos2(p.packetId)) {
     // v5 0x91: the id is held by a QoS 2 flow awaiting PUBREL; the message is not accepted
     conn.send(encodeAck(PUBACK, p.packetId, RC.PACKET_IDENTIFIER_IN_USE, true))
@@ -68,8 +80,8 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
     expiresAt: p.expiry >= 0 ? Date.now() + p.expiry * 1000 : 0, origin: conn.clientId,
     frame: asIs ? frame : undefined, frameKey: asIs ? (conn.v5 ? 2 : 0) | (p.retain ? 1 : 0) : -1,
   }
-  if (p.retain) storeRetained(broker, msg)
-  const n = broker.publish(msg)
+  if (p.retain && !denied) storeRetained(broker, msg)
+  const n = denied ? 0 : broker.publish(msg)
   if (p.qos === 0) return
   // v5: 0x10 No matching subscribers is informational
   const reason = n === 0 && conn.v5 ? RC.NO_MATCHING_SUBSCRIBERS : 0

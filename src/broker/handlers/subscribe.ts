@@ -42,6 +42,13 @@ export function handleSubscribe(conn: Connection, packet: Packet): void {
       granted.push(conn.v5 ? RC.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED : 0x80)
       continue
     }
+    const sec = broker.security
+    if (sec !== null && (conn.acl !== null || sec.aclActive) && !sec.authorize(conn, 'subscribe', parsed.filter)) {
+      // shared subscriptions are checked by their filter, like any other
+      sec.audit.event('acl-denied', { clientId: conn.clientId, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, action: 'subscribe', topic: req.topic })
+      granted.push(conn.v5 ? RC.NOT_AUTHORIZED : 0x80)
+      continue
+    }
     const qos = Math.min(req.qos, lim.maxQos) as QoS
     const sub: Subscription = {
       clientId: s.clientId, raw: req.topic, filter: parsed.filter, group: parsed.group, qos,

@@ -1,0 +1,57 @@
+import { appendFileSync, mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+
+/** Security events the audit log records. */
+export type AuditEvent =
+  | 'connect'        // a CONNECT accepted
+  | 'connect-failed' // a CONNECT refused (reason code, why)
+  | 'acl-denied'     // a publish or subscribe refused by the ACL
+  | 'kick'           // a connection closed by the broker: takeover, admin, limits
+  | 'admin'          // an admin API action
+  | 'reload'         // configuration files re-read (ok or failed)
+
+export interface AuditFields {
+  clientId?: string | undefined
+  username?: string | undefined
+  address?: string | undefined
+  listener?: string | undefined
+  [key: string]: unknown
+}
+
+/**
+ * The audit log: one JSON object per line (time, event, client id, username, peer address,
+ * listener, and what happened), to a file (appended, created with its directory) or stdout.
+ * Never includes passwords or tokens.
+ */
+export class AuditLog {
+  readonly target: string
+  #write: (line: string) => void
+
+  /** target: '' (off), 'stdout', or a file path. Throws when the file cannot be opened. */
+  constructor(target: string) {
+    this.target = target
+    if (target === '') this.#write = () => {}
+    else if (target === 'stdout') this.#write = (l) => { process.stdout.write(l) }
+    else {
+      try {
+        mkdirSync(dirname(target), { recursive: true })
+        appendFileSync(target, '')
+      } catch (e) {
+        throw new Error(`audit log ${target}: cannot open for appending (${(e as Error).message})`)
+      }
+      // synchronous appends: events are rare (a connect, a denial) and must not be lost on a crash
+      this.#write = (l) => {
+        try { appendFileSync(target, l) } catch { /* a full disk must not stop the broker */ }
+      }
+    }
+  }
+
+  get enabled(): boolean {
+    return this.target !== ''
+  }
+
+  event(event: AuditEvent, fields: AuditFields): void {
+    if (this.target === '') return
+    this.#write(`${JSON.stringify({ time: new Date().toISOString(), event, ...fields })}\n`)
+  }
+}

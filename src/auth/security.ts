@@ -1,0 +1,201 @@
+import { readFileSync } from 'node:fs'
+import type { Config } from '../config/schema.ts'
+import type { Logger } from '../log.ts'
+import { AclFile, authorizeClientAcl } from './acl.ts'
+import { AuditLog } from './audit.ts'
+import { certIdentity } from './cert-identity.ts'
+import { JwtAuth } from './jwt.ts'
+import { PasswordFileAuthenticator } from './password-file.ts'
+import { decodeScramCredentials, SCRAM_SHA_256, ScramSha256Auth, type ScramCredentials } from './scram.ts'
+import type { AclAction, AuthRequest, AuthResult, Authenticator, ClientAcl } from './types.ts'
+
+const BAD_CREDENTIALS = 0x86
+const NOT_AUTHORIZED = 0x87
+/** Failed-login counters of an address are forgotten after this long without a failure. */
+const FAILURE_MEMORY_MS = 10 * 60_000
+const MAX_TRACKED_ADDRESSES = 100_000
+
+/** Who is asking, for ACL checks (a connection satisfies it). */
+export interface Principal {
+  clientId: string
+  username: string | undefined
+  /** Per-connection topic lists from a token; replace the rules file for this client. */
+  acl: ClientAcl | null
+  socket: { readonly remoteAddress: string }
+}
+
+/**
+ * Authentication chain (certificate identity, password file, JWT: first decisive answer
+ * wins), the anonymous policy, failed-login delays per address, the ACL, and the audit log.
+ */
+export class Security {
+  readonly authenticators: Authenticator[]
+  readonly anonymous: boolean
+  readonly acl: AclFile | null
+  readonly audit: AuditLog
+  readonly scram: ScramSha256Auth | null
+  #scramFile: string
+  #scramUsers = new Map<string, ScramCredentials>()
+  #failures = new Map<string, { count: number; at: number }>()
+  #failDelay: number
+  #failDelayMax: number
+  #log: Logger
+
+  private constructor(config: Readonly<Config>, log: Logger, authenticators: Authenticator[], acl: AclFile | null, audit: AuditLog) {
+    this.#log = log
+    this.authenticators = authenticators
+    this.acl = acl
+    this.audit = audit
+    this.#scramFile = config.auth.scramFile
+    if (this.#scramFile !== '') {
+      this.#scramUsers = loadScramFile(this.#scramFile)
+      this.scram = new ScramSha256Auth({ lookup: (u) => this.#scramUsers.get(u) })
+    } else this.scram = null
+    const anyAuth = authenticators.length > 0 || this.scram !== null
+    const a = config.auth.anonymous
+    this.anonymous = a === 'auto' ? !anyAuth : a
+    this.#failDelay = config.auth.failDelay
+    this.#failDelayMax = config.auth.failDelayMax
+  }
+
+  /** Builds everything the config names; throws an Error naming the file that is wrong. */
+  static async create(config: Readonly<Config>, log: Logger): Promise<Security> {
+    const a = config.auth
+    const onError = (message: string) => log.error('reload failed, previous version kept', { error: message })
+    const audit = new AuditLog(config.audit.log)
+    const onReload = (what: string) => () => audit.event('reload', { file: what, result: 'ok' })
+    const chain: Authenticator[] = []
+    let acl: AclFile | null = null
+    try {
+      return await build()
+    } catch (e) {
+      for (const a of chain) a.close?.()
+      ;(acl as AclFile | null)?.close()
+      throw e
+    }
+    async function build(): Promise<Security> {
+      if (config.tls.identity !== 'off') chain.push(certIdentity(config.tls.identity))
+      if (a.passwordFile !== '') chain.push(new PasswordFileAuthenticator(a.passwordFile, { onError, onReload: onReload(a.passwordFile) }))
+      if (a.jwtSecret !== '' || a.jwtPublicKey !== '' || a.jwtJwks !== '') {
+        chain.push(await JwtAuth.create({
+          ...(a.jwtSecret !== '' ? { secret: a.jwtSecret } : {}),
+          ...(a.jwtPublicKey !== '' ? { publicKey: a.jwtPublicKey } : {}),
+          ...(a.jwtJwks !== '' ? { jwksFile: a.jwtJwks } : {}),
+          ...(a.jwtIssuer !== '' ? { issuer: a.jwtIssuer } : {}),
+          ...(a.jwtAudience !== '' ? { audience: a.jwtAudience } : {}),
+          usernameClaim: a.jwtUsernameClaim, aclClaim: a.jwtAclClaim,
+        }))
+      }
+      acl = config.acl.file !== '' ? new AclFile(config.acl.file, { onError, onReload: onReload(config.acl.file) }) : null
+      return new Security(config, log, chain, acl, audit)
+    }
+  }
+
+  /** Nothing to check: no authenticator, anonymous allowed, no ACL (the CONNECT fast path). */
+  get open(): boolean {
+    return this.authenticators.length === 0 && this.anonymous && this.acl === null
+  }
+
+  /** Runs the chain. All hooks deferring: anonymous clients per policy, credentials refused. */
+  async authenticate(req: AuthRequest): Promise<AuthResult> {
+    for (const a of this.authenticators) {
+      const r = await a.authenticate(req)
+      if (r.decision !== 'defer') return r.decision === 'deny' ? { ...r, reason: r.reason ?? BAD_CREDENTIALS, detail: `${a.name}: ${r.detail ?? 'denied'}` } : r
+    }
+    const credentials = req.username !== undefined || req.password !== undefined
+    if (!credentials) {
+      return this.anonymous ? { decision: 'allow', detail: 'anonymous' } : { decision: 'deny', reason: NOT_AUTHORIZED, detail: 'anonymous access is off' }
+    }
+    // no authenticator to check them: credentials count for nothing, the anonymous policy decides
+    if (this.authenticators.length === 0) {
+      return this.anonymous ? { decision: 'allow', detail: 'no authenticator configured' } : { decision: 'deny', reason: NOT_AUTHORIZED, detail: 'anonymous access is off and no authenticator is configured' }
+    }
+    // credentials nobody vouched for: the same answer as a wrong password, so usernames don't leak
+    return { decision: 'deny', reason: BAD_CREDENTIALS, detail: 'unknown user or credentials' }
+  }
+
+  /** Records a failed login from an address; returns the delay (ms) before the refusal is sent. */
+  noteFailure(address: string): number {
+    const now = Date.now()
+    const f = this.#failures.get(address)
+    const count = f !== undefined && now - f.at < FAILURE_MEMORY_MS ? f.count + 1 : 1
+    if (f === undefined && this.#failures.size >= MAX_TRACKED_ADDRESSES) this.prune(now)
+    this.#failures.set(address, { count, at: now })
+    if (this.#failDelay === 0) return 0
+    return Math.min(this.#failDelayMax, this.#failDelay * 2 ** Math.min(count - 1, 30))
+  }
+
+  noteSuccess(address: string): void {
+    if (this.#failures.size > 0) this.#failures.delete(address)
+  }
+
+  /** Forgets old failure counters (also called from the broker's periodic sweep). */
+  prune(now = Date.now()): void {
+    for (const [addr, f] of this.#failures) if (now - f.at >= FAILURE_MEMORY_MS) this.#failures.delete(addr)
+  }
+
+  /** Whether ACL checks apply at all. */
+  get aclActive(): boolean {
+    return this.acl !== null
+  }
+
+  /** May this client publish to topic / subscribe to filter (without $share prefix)? */
+  authorize(who: Principal, action: AclAction, topic: string): boolean {
+    if (who.acl === null && this.acl === null) return true
+    const req = { clientId: who.clientId, username: who.username, address: who.socket.remoteAddress, action, topic }
+    const d = who.acl !== null ? authorizeClientAcl(who.acl, req) : this.acl!.authorize(req)
+    return d === 'allow'
+  }
+
+  /** Re-reads every file (SIGHUP, admin API). Returns the errors; what failed keeps its old version. */
+  async reload(): Promise<string[]> {
+    const errors: string[] = []
+    const files: string[] = []
+    for (const a of this.authenticators) {
+      if (a.reload === undefined) continue
+      try { await a.reload() } catch (e) { errors.push((e as Error).message) }
+    }
+    if (this.acl !== null) {
+      try { this.acl.reload(); files.push(this.acl.path) } catch (e) { errors.push((e as Error).message) }
+    }
+    if (this.#scramFile !== '') {
+      try { this.#scramUsers = loadScramFile(this.#scramFile) } catch (e) { errors.push((e as Error).message) }
+    }
+    this.audit.event('reload', { result: errors.length === 0 ? 'ok' : 'failed', errors })
+    for (const e of errors) this.#log.error('reload failed, previous version kept', { error: e })
+    return errors
+  }
+
+  /** The enhanced-authentication methods this config offers (MQTT 5 AUTH). */
+  methods(): [string, ScramSha256Auth][] {
+    return this.scram !== null ? [[SCRAM_SHA_256, this.scram]] : []
+  }
+
+  close(): void {
+    for (const a of this.authenticators) a.close?.()
+    this.acl?.close()
+  }
+}
+
+/** A SCRAM credentials file: `user:SCRAM-SHA-256$iterations:salt$StoredKey:ServerKey` lines. */
+export function loadScramFile(path: string): Map<string, ScramCredentials> {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (e) {
+    throw new Error(`SCRAM file ${path}: cannot read (${(e as Error).message})`)
+  }
+  const users = new Map<string, ScramCredentials>()
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const line = raw.trim()
+    if (line === '' || line.startsWith('#')) return
+    const at = line.indexOf(':')
+    if (at <= 0) throw new Error(`${path}:${i + 1}: expected user:SCRAM-SHA-256$...`)
+    try {
+      users.set(line.slice(0, at), decodeScramCredentials(line.slice(at + 1)))
+    } catch (e) {
+      throw new Error(`${path}:${i + 1}: ${(e as Error).message}`)
+    }
+  })
+  return users
+}
