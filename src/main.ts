@@ -77,6 +77,8 @@ const start = defineCommand({
       broker.log.info('stopped')
       process.exit(0)
     }
+    // SIGHUP: re-read password/ACL/JWT/SCRAM files and TLS certificates without a restart
+    process.on('SIGHUP', () => void broker.reload())
     process.on('SIGINT', () => void stop('SIGINT'))
     process.on('SIGTERM', () => void stop('SIGTERM'))
   },
@@ -163,6 +165,7 @@ const passwd = defineCommand({
     file: { type: 'positional', required: false, description: 'password file (created with mode 0600 when missing)' },
     user: { type: 'positional', required: false, description: 'username' },
     delete: { type: 'boolean', description: 'remove the user from the file' },
+    scram: { type: 'boolean', description: 'write SCRAM-SHA-256 credentials (for auth.scramFile) instead of an argon2id hash' },
   },
   async run({ args }) {
     const fail = (message: string): never => {
@@ -170,16 +173,16 @@ const passwd = defineCommand({
       process.exit(1)
     }
     const { file, user } = args
-    if (file === undefined || user === undefined || args._.length > 2) return fail('usage: vmqtt passwd FILE USER [--delete]')
+    if (file === undefined || user === undefined || args._.length > 2) return fail('usage: vmqtt passwd FILE USER [--delete] [--scram]')
     try {
       if (args.delete) {
-        removeUser(file, user)
+        removeUser(file, user, args.scram ? 'scram' : 'argon2id')
         process.stdout.write(`deleted user '${user}' from ${file}\n`)
         return
       }
       const bad = usernameError(user)
       if (bad !== null) return fail(bad)
-      const result = await addOrUpdateUser(file, user, await readPassword())
+      const result = await addOrUpdateUser(file, user, await readPassword(), args.scram ? 'scram' : 'argon2id')
       process.stdout.write(result === 'added' ? `added user '${user}' to ${file}\n` : `updated user '${user}' in ${file}\n`)
     } catch (e) {
       fail((e as Error).message)

@@ -16,6 +16,7 @@
  * An unknown username with a password still runs one hash verification (against the hash of
  * a user in the file, result discarded), so the time taken does not reveal which users exist.
  */
+import { decodeScramCredentials, encodeScramCredentials, scramCredentials, type ScramCredentials } from './scram.ts'
 import { closeSync, existsSync, fchmodSync, fsyncSync, openSync, readFileSync, realpathSync, renameSync, rmSync, statSync, watch, writeFileSync } from 'node:fs'
 import type { FSWatcher } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
@@ -211,14 +212,17 @@ export class PasswordFileAuthenticator implements Authenticator {
   }
 }
 
+/** What a credentials file holds: argon2id hashes (password file) or SCRAM-SHA-256 keys. */
+export type CredentialFormat = 'argon2id' | 'scram'
+
 /** Adds `user` or replaces its hash; creates the file (mode 0600) when missing. */
-export async function addOrUpdateUser(path: string, user: string, password: string): Promise<'added' | 'updated'> {
+export async function addOrUpdateUser(path: string, user: string, password: string, format: CredentialFormat = 'argon2id'): Promise<'added' | 'updated'> {
   const bad = usernameError(user)
   if (bad !== null) throw new Error(bad)
   if (password.length === 0) throw new Error('password is empty')
   const target = resolveTarget(path)
-  const lines = existsSync(target) ? readChecked(target) : []
-  const hash = await Bun.password.hash(password, { algorithm: 'argon2id' })
+  const lines = existsSync(target) ? readChecked(target, format) : []
+  const hash = format === 'scram' ? encodeScramCredentials(scramCredentials(password)) : await Bun.password.hash(password, { algorithm: 'argon2id' })
   const entry = `${user}:${hash}`
   const at = findUser(lines, user)
   if (at >= 0) lines[at] = entry
@@ -232,10 +236,10 @@ export async function addOrUpdateUser(path: string, user: string, password: stri
 }
 
 /** Removes `user`'s line, keeping every other line. Throws when the file or the user is missing. */
-export function removeUser(path: string, user: string): void {
+export function removeUser(path: string, user: string, format: CredentialFormat = 'argon2id'): void {
   const target = resolveTarget(path)
   if (!existsSync(target)) throw new Error(`${path}: no such file`)
-  const lines = readChecked(target)
+  const lines = readChecked(target, format)
   const at = findUser(lines, user)
   if (at < 0) throw new Error(`${path}: no user '${user}'`)
   lines.splice(at, 1)
@@ -248,9 +252,10 @@ function resolveTarget(path: string): string {
 }
 
 /** The file's lines after checking it parses (a bad line must be fixed by hand first). */
-function readChecked(path: string): string[] {
+function readChecked(path: string, format: CredentialFormat): string[] {
   const text = readText(path)
-  parsePasswordFile(text, path)
+  if (format === 'scram') parseScramFile(text, path)
+  else parsePasswordFile(text, path)
   return text.split('\n')
 }
 
@@ -283,4 +288,24 @@ function writeAtomically(path: string, text: string): void {
   } catch {
     // directory fsync is best effort (not supported everywhere)
   }
+}
+
+/** A SCRAM credentials file: `user:SCRAM-SHA-256$iterations:salt$StoredKey:ServerKey` lines
+ * (made with `vmqtt passwd --scram`); errors name the file and line. */
+export function parseScramFile(text: string, path: string): Map<string, ScramCredentials> {
+  const users = new Map<string, ScramCredentials>()
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const line = raw.trim()
+    if (line === '' || line.startsWith('#')) return
+    const at = line.indexOf(':')
+    if (at <= 0) throw new Error(`${path}:${i + 1}: expected user:SCRAM-SHA-256$...`)
+    const user = line.slice(0, at)
+    if (users.has(user)) throw new Error(`${path}:${i + 1}: user '${user}' appears twice`)
+    try {
+      users.set(user, decodeScramCredentials(line.slice(at + 1)))
+    } catch (e) {
+      throw new Error(`${path}:${i + 1}: ${(e as Error).message}`)
+    }
+  })
+  return users
 }

@@ -5,8 +5,8 @@ import { AclFile, authorizeClientAcl } from './acl.ts'
 import { AuditLog } from './audit.ts'
 import { certIdentity } from './cert-identity.ts'
 import { JwtAuth } from './jwt.ts'
-import { PasswordFileAuthenticator } from './password-file.ts'
-import { decodeScramCredentials, SCRAM_SHA_256, ScramSha256Auth, type ScramCredentials } from './scram.ts'
+import { parseScramFile, PasswordFileAuthenticator } from './password-file.ts'
+import { SCRAM_SHA_256, ScramSha256Auth, type ScramCredentials } from './scram.ts'
 import type { AclAction, AuthRequest, AuthResult, Authenticator, ClientAcl } from './types.ts'
 
 const BAD_CREDENTIALS = 0x86
@@ -177,7 +177,7 @@ export class Security {
   }
 }
 
-/** A SCRAM credentials file: `user:SCRAM-SHA-256$iterations:salt$StoredKey:ServerKey` lines. */
+/** Reads a SCRAM credentials file; throws naming the file (and line) when it is wrong. */
 export function loadScramFile(path: string): Map<string, ScramCredentials> {
   let text: string
   try {
@@ -185,17 +185,5 @@ export function loadScramFile(path: string): Map<string, ScramCredentials> {
   } catch (e) {
     throw new Error(`SCRAM file ${path}: cannot read (${(e as Error).message})`)
   }
-  const users = new Map<string, ScramCredentials>()
-  text.split(/\r?\n/).forEach((raw, i) => {
-    const line = raw.trim()
-    if (line === '' || line.startsWith('#')) return
-    const at = line.indexOf(':')
-    if (at <= 0) throw new Error(`${path}:${i + 1}: expected user:SCRAM-SHA-256$...`)
-    try {
-      users.set(line.slice(0, at), decodeScramCredentials(line.slice(at + 1)))
-    } catch (e) {
-      throw new Error(`${path}:${i + 1}: ${(e as Error).message}`)
-    }
-  })
-  return users
+  return parseScramFile(text, path)
 }

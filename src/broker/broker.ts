@@ -262,6 +262,20 @@ export class Broker {
     this.log.debug('client disconnected', { clientId: conn.clientId })
   }
 
+  /**
+   * Re-reads the password, JWT key, SCRAM and ACL files and the TLS certificates (SIGHUP, admin
+   * API). Returns the errors; whatever failed keeps its previous version.
+   */
+  async reload(): Promise<string[]> {
+    const errors = this.security !== null ? await this.security.reload() : []
+    for (const l of this.listeners) {
+      if (l.reload === undefined) continue
+      try { await l.reload() } catch (e) { errors.push((e as Error).message) }
+    }
+    this.log.info('configuration files reloaded', { errors: errors.length })
+    return errors
+  }
+
   /** Graceful shutdown: stop accepting, DISCONNECT 0x8B to v5 clients, close everything. */
   async close(): Promise<void> {
     if (this.#closing) return
