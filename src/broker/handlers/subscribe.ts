@@ -24,6 +24,8 @@ export function handleSubscribe(conn: Connection, packet: Packet): void {
   const failure = conn.v5 ? RC.TOPIC_FILTER_INVALID : 0x80
   const granted: number[] = []
   const retainedFor: Subscription[] = []
+  /** Positions in `granted` of subscriptions made by this packet. */
+  const added: number[] = []
   for (const req of p.subscriptions) {
     const parsed = parseShared(req.topic)
     if (typeof parsed === 'string') { granted.push(failure); continue }
@@ -61,6 +63,7 @@ export function handleSubscribe(conn: Connection, packet: Packet): void {
     const existed = s.getSubscription(req.topic) !== undefined
     if (existed) broker.removeSubscription(s, req.topic)
     broker.addSubscription(s, sub)
+    added.push(granted.length)
     granted.push(qos)
     // [MQTT-3.3.1-10] retain handling 0: send; 1: only if new; 2: never. Not for shared subscriptions.
     if (sub.group === null && (sub.retainHandling === 0 || (sub.retainHandling === 1 && !existed))) retainedFor.push(sub)
@@ -68,7 +71,16 @@ export function handleSubscribe(conn: Connection, packet: Packet): void {
   // [MQTT-3.8.4-1] SUBACK with the same packet identifier, one code per filter [MQTT-3.8.4-6]
   broker.saveSession(s)
   // SUBACK once the subscriptions are durable; retained messages follow it
-  broker.afterCommit(() => {
+  broker.afterCommit((r) => {
+    if (r !== 'ok') {
+      // the store could not take the change (full): the subscriptions are not made, and the
+      // client is told so (v5 0x97 Quota exceeded, v3 0x80) instead of a SUBACK that would lie
+      for (const i of added) {
+        broker.removeSubscription(s, p.subscriptions[i]!.topic)
+        granted[i] = conn.v5 ? RC.QUOTA_EXCEEDED : 0x80
+      }
+      retainedFor.length = 0
+    }
     conn.sendPacket({ cmd: 'suback', messageId: p.messageId, granted } as Packet)
     if (retainedFor.length > 0 && conn.state === 'connected') sendRetained(conn, retainedFor)
   })

@@ -16,7 +16,9 @@ export function handleUnsubscribe(conn: Connection, packet: Packet): void {
   }
   conn.broker.saveSession(s)
   // [MQTT-3.10.4-4] UNSUBACK with the same packet identifier, once the change is durable
-  conn.broker.afterCommit(() => {
+  conn.broker.afterCommit((r) => {
+    // not durable (store full): v5 says so per removed filter (0x80); the removal may come back after a restart
+    if (r !== 'ok') for (let i = 0; i < codes.length; i++) if (codes[i] === RC.SUCCESS) codes[i] = RC.UNSPECIFIED_ERROR
     if (conn.v5) conn.sendPacket({ cmd: 'unsuback', messageId: p.messageId, granted: codes } as Packet)
     else conn.sendPacket({ cmd: 'unsuback', messageId: p.messageId } as unknown as Packet)
   })
