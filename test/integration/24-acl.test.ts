@@ -1,0 +1,314 @@
+/**
+ * The ACL rules file (VMQTT_ACL_FILE) over real sockets, MQTT 3.1.1 and 5: %u / %c
+ * placeholders, a deny rule overlapping a wider allow, retained messages, shared subscriptions,
+ * will topics, a rules file re-read without restart, ip: conditions, and the audit log.
+ *
+ * Refusals: v5 SUBACK 0x87 / v3 0x80; v5 PUBACK 0x87 / v3 a normal PUBACK and the message is
+ * dropped; a denied will topic: CONNACK 0x87 / 5. Absence of a message is shown by order (a
+ * later allowed message from the same publisher arrives first) or by a PINGRESP (retained
+ * messages are sent before it), never by waiting.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { connect as netConnect, type Socket } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { IConnackPacket, IPublishPacket, IPubackPacket, ISubackPacket } from 'mqtt-packet'
+import * as b from '../helpers/packet-builder.ts'
+import { RawClient, type RawClientOptions } from '../helpers/raw-client.ts'
+import { startBroker } from '../helpers/start-broker.ts'
+
+type V = 4 | 5
+const VERSIONS = [4, 5] as const
+const SUB_REFUSED = { 4: 0x80, 5: 0x87 } as const
+const PUB_REFUSED = { 4: 0, 5: 0x87 } as const // v3 has no way to say no: a normal PUBACK
+const NOT_AUTHORIZED = { 4: 5, 5: 0x87 } as const
+
+let dir = ''
+/** alice, bob and admin; the password is the user name reversed. Cheap argon2id hashes (fast tests). */
+let passwd = ''
+const pw = (user: string) => [...user].reverse().join('')
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'vmqtt-24-acl-'))
+  const lines: string[] = []
+  for (const u of ['alice', 'bob', 'admin']) {
+    lines.push(`${u}:${await Bun.password.hash(pw(u), { algorithm: 'argon2id', memoryCost: 1024, timeCost: 1 })}`)
+  }
+  passwd = join(mkdtempSync(join(dir, 'passwd-')), 'passwd')
+  writeFileSync(passwd, `${lines.join('\n')}\n`)
+})
+
+afterAll(() => {
+  if (dir !== '') rmSync(dir, { recursive: true, force: true })
+})
+
+/** A rules file in a directory of its own (the file watcher watches the directory). */
+function aclFile(text: string): string {
+  const p = join(mkdtempSync(join(dir, 'acl-')), 'acl.conf')
+  writeFileSync(p, text)
+  return p
+}
+
+/** A broker with the password file, the rules file and no failed-login delay. */
+const env = (acl: string, extra: Record<string, string> = {}) =>
+  ({ VMQTT_AUTH_PASSWORD_FILE: passwd, VMQTT_ACL_FILE: acl, VMQTT_AUTH_FAIL_DELAY: '0', ...extra })
+
+let seq = 0
+
+/** A socket from a chosen local address wrapped in a RawClient (whose constructor is private in TS only). */
+function connectFrom(port: number, localAddress: string, version: V): Promise<RawClient> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ port, host: '127.0.0.1', localAddress })
+    socket.setNoDelay(true)
+    socket.once('error', reject)
+    socket.once('connect', () => {
+      const Ctor = RawClient as unknown as new (s: Socket, o: RawClientOptions) => RawClient
+      resolve(new Ctor(socket, { version }))
+    })
+  })
+}
+
+interface Who { version: V; user?: string; clientId?: string; will?: b.WillOpts; from?: string }
+
+/** CONNECT as `user` (password from pw()) or anonymously; returns the CONNACK code and the client. */
+async function attempt(port: number, w: Who): Promise<{ code: number; c: RawClient }> {
+  const c = w.from !== undefined ? await connectFrom(port, w.from, w.version) : await RawClient.connect(port, { version: w.version })
+  c.send(b.connect({
+    version: w.version, clientId: w.clientId ?? `acl-${++seq}`, will: w.will,
+    ...(w.user !== undefined ? { username: w.user, password: pw(w.user) } : {}),
+  }))
+  const ack = (await c.nextOf('connack')) as IConnackPacket
+  return { code: (w.version === 5 ? ack.reasonCode : ack.returnCode)!, c }
+}
+
+async function accepted(port: number, w: Who): Promise<RawClient> {
+  const { code, c } = await attempt(port, w)
+  if (code !== 0) { c.destroy(); throw new Error(`CONNECT of ${w.user ?? 'anonymous'} refused with 0x${code.toString(16)}`) }
+  return c
+}
+
+let packetIds = 0
+const pid = () => (packetIds = (packetIds % 60000) + 1)
+
+async function subackCodes(c: RawClient, version: V, filters: string[]): Promise<number[]> {
+  const id = pid()
+  c.send(b.subscribe(id, filters.map((topic) => ({ topic, qos: 1 })), { version }))
+  const ack = (await c.nextOf('suback')) as ISubackPacket
+  expect(ack.messageId).toBe(id)
+  return ack.granted as number[]
+}
+
+/** PUBLISH packets that arrived while waiting for something else (a client's own message may come before its PUBACK). */
+const early = new WeakMap<RawClient, IPublishPacket[]>()
+
+/** Publishes at QoS 1; returns the PUBACK reason code (v3: 0; v5 0x10 No matching subscribers, a success, as 0). */
+async function publish1(c: RawClient, version: V, topic: string, payload: string, retain = false): Promise<number> {
+  const id = pid()
+  c.send(b.publish({ topic, payload, qos: 1, packetId: id, version, retain }))
+  for (;;) {
+    const p = await c.next()
+    if (p.cmd === 'publish') { early.set(c, [...(early.get(c) ?? []), p]); continue }
+    if (p.cmd !== 'puback') throw new Error(`expected PUBACK, got ${p.cmd}`)
+    const ack = p as IPubackPacket
+    expect(ack.messageId).toBe(id)
+    const code = ack.reasonCode ?? 0
+    return code === 0x10 ? 0 : code
+  }
+}
+
+/** The next PUBLISH (QoS 1 ones are acknowledged). */
+async function nextMessage(c: RawClient): Promise<[string, string]> {
+  const p = early.get(c)?.shift() ?? ((await c.nextOf('publish')) as IPublishPacket)
+  if (p.qos > 0) c.send(b.puback(p.messageId!, { version: c.version }))
+  return [p.topic, p.payload.toString()]
+}
+
+/** Subscribes and returns [SUBACK codes, the retained messages sent before the PINGRESP that follows]. */
+async function subscribeCollect(c: RawClient, version: V, filters: string[]): Promise<[number[], [string, string][]]> {
+  const id = pid()
+  c.send(b.subscribe(id, filters.map((topic) => ({ topic, qos: 1 })), { version }))
+  c.send(b.pingreq())
+  let codes: number[] | null = null
+  const msgs: [string, string][] = []
+  for (;;) {
+    const p = await c.next()
+    if (p.cmd === 'pingresp') break
+    if (p.cmd === 'suback') codes = p.granted as number[]
+    else if (p.cmd === 'publish') msgs.push([p.topic, p.payload.toString()])
+    else throw new Error(`unexpected ${p.cmd}`)
+  }
+  if (codes === null) throw new Error('PINGRESP came before SUBACK')
+  return [codes, msgs.sort((x, y) => x[0].localeCompare(y[0]))]
+}
+
+/** Polls fn until it returns true; fails with `what` after timeoutMs. */
+async function until(what: string, fn: () => Promise<boolean> | boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (await fn()) return
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}`)
+    await Bun.sleep(25)
+  }
+}
+
+const PLACEHOLDERS = `
+default deny
+allow user:admin all #
+allow all all users/%u/#
+allow all all clients/%c/#
+`
+
+for (const version of VERSIONS) {
+  describe(`ACL v${version}`, () => {
+    test('%u: alice may subscribe and publish under users/alice/, not users/bob/', async () => {
+      await using br = await startBroker(env(aclFile(PLACEHOLDERS)))
+      const admin = await accepted(br.port, { version, user: 'admin' })
+      expect(await subackCodes(admin, version, ['#'])).toEqual([1])
+      const alice = await accepted(br.port, { version, user: 'alice' })
+      expect(await subackCodes(alice, version, ['users/alice/#', 'users/bob/#', 'users/+/x', 'users/#'])).toEqual([1, SUB_REFUSED[version], SUB_REFUSED[version], SUB_REFUSED[version]])
+      expect(await publish1(alice, version, 'users/bob/x', 'to-bob')).toBe(PUB_REFUSED[version])
+      alice.send(b.publish({ topic: 'users/bob/y', payload: 'qos0-to-bob', version })) // QoS 0: dropped
+      expect(await publish1(alice, version, 'users/alice/x', 'own')).toBe(0)
+      // admin may see everything, yet the first message it gets is alice's allowed one
+      expect(await nextMessage(admin)).toEqual(['users/alice/x', 'own'])
+      // alice's own subscription delivers it to her too
+      expect(await nextMessage(alice)).toEqual(['users/alice/x', 'own'])
+      await alice.close()
+      await admin.close()
+    })
+
+    test('%c: the client id in a rule; anonymous clients have no %u', async () => {
+      await using br = await startBroker(env(aclFile(PLACEHOLDERS), { VMQTT_AUTH_ANONYMOUS: 'true' }))
+      const admin = await accepted(br.port, { version, user: 'admin' })
+      expect(await subackCodes(admin, version, ['#'])).toEqual([1])
+      const dev = await accepted(br.port, { version, clientId: 'dev-1' })
+      expect(await subackCodes(dev, version, ['clients/dev-1/#', 'clients/dev-2/#', 'users/dev-1/#'])).toEqual([1, SUB_REFUSED[version], SUB_REFUSED[version]])
+      expect(await publish1(dev, version, 'clients/dev-2/x', 'other')).toBe(PUB_REFUSED[version])
+      expect(await publish1(dev, version, 'clients/dev-1/x', 'own')).toBe(0)
+      expect(await nextMessage(admin)).toEqual(['clients/dev-1/x', 'own'])
+      await dev.close()
+      await admin.close()
+    })
+
+    test('a deny rule overlapping a later allow: # is refused, public/# granted', async () => {
+      await using br = await startBroker({ VMQTT_ACL_FILE: aclFile('deny all all secret/#\nallow all all #\n') })
+      const c = await accepted(br.port, { version }) // no authenticator: anonymous auto → on
+      expect(await subackCodes(c, version, ['#', 'public/#', 'secret/x', '+/x', 'public/+/y', 'secret'])).toEqual([
+        SUB_REFUSED[version], 1, SUB_REFUSED[version], SUB_REFUSED[version], 1, SUB_REFUSED[version],
+      ])
+      expect(await publish1(c, version, 'secret/x', 's')).toBe(PUB_REFUSED[version])
+      expect(await publish1(c, version, 'public/x', 'p')).toBe(0)
+      expect(await nextMessage(c)).toEqual(['public/x', 'p']) // via public/#
+      await c.close()
+    })
+
+    test('retained: a denied topic cannot be planted, and no retained message comes from a topic the subscriber may not subscribe to', async () => {
+      const rules = 'allow user:admin all #\ndeny all all secret/#\nallow all all #\n'
+      await using br = await startBroker(env(aclFile(rules)))
+      const alice = await accepted(br.port, { version, user: 'alice' })
+      expect(await publish1(alice, version, 'secret/planted', 'by-alice', true)).toBe(PUB_REFUSED[version])
+      expect(await publish1(alice, version, 'public/a', 'by-alice', true)).toBe(0)
+      const admin = await accepted(br.port, { version, user: 'admin' })
+      expect(await publish1(admin, version, 'secret/b', 'by-admin', true)).toBe(0)
+      expect(await publish1(admin, version, 'public/b', 'by-admin', true)).toBe(0)
+      // admin sees every retained message there is: alice's secret one was never stored
+      expect(await subscribeCollect(admin, version, ['#'])).toEqual([[1], [['public/a', 'by-alice'], ['public/b', 'by-admin'], ['secret/b', 'by-admin']]])
+      const bob = await accepted(br.port, { version, user: 'bob' })
+      const [codes, msgs] = await subscribeCollect(bob, version, ['#', 'secret/#', '+/b', 'public/#'])
+      expect(codes).toEqual([SUB_REFUSED[version], SUB_REFUSED[version], SUB_REFUSED[version], 1])
+      expect(msgs).toEqual([['public/a', 'by-alice'], ['public/b', 'by-admin']])
+      await bob.close()
+      await admin.close()
+      await alice.close()
+    })
+
+    test('a shared subscription is checked by its filter: $share/g/secret/x is refused like secret/x', async () => {
+      await using br = await startBroker({ VMQTT_ACL_FILE: aclFile('deny all all secret/#\nallow all all #\n') })
+      const c = await accepted(br.port, { version })
+      expect(await subackCodes(c, version, ['$share/g/secret/x', 'secret/x', '$share/g/public/x', '$share/g/#'])).toEqual([
+        SUB_REFUSED[version], SUB_REFUSED[version], 1, SUB_REFUSED[version],
+      ])
+      await c.close()
+    })
+
+    test('a will topic the ACL denies: CONNACK 0x87 / 5; an allowed one connects', async () => {
+      await using br = await startBroker(env(aclFile(PLACEHOLDERS)))
+      const denied = await attempt(br.port, { version, user: 'alice', will: { topic: 'users/bob/status', payload: 'gone' } })
+      expect(denied.code).toBe(NOT_AUTHORIZED[version])
+      await denied.c.closed()
+      const ok = await accepted(br.port, { version, user: 'alice', will: { topic: 'users/alice/status', payload: 'gone' } })
+      await ok.close()
+    })
+
+    test('rules re-read without restart: bob is allowed once the file says so', async () => {
+      const file = aclFile('allow all all users/%u/#\n')
+      await using br = await startBroker(env(file))
+      const bob = await accepted(br.port, { version, user: 'bob' })
+      expect(await subackCodes(bob, version, ['shared/#'])).toEqual([SUB_REFUSED[version]])
+      writeFileSync(file, 'allow all all users/%u/#\nallow user:bob all shared/#\n')
+      await until('bob\'s subscription to be granted after the rules changed',
+        async () => (await subackCodes(bob, version, ['shared/#']))[0] === 1)
+      // the same connection may now publish there too
+      expect(await publish1(bob, version, 'shared/x', 'hello')).toBe(0)
+      expect(await nextMessage(bob)).toEqual(['shared/x', 'hello'])
+      // alice is still not
+      const alice = await accepted(br.port, { version, user: 'alice' })
+      expect(await subackCodes(alice, version, ['shared/#'])).toEqual([SUB_REFUSED[version]])
+      await alice.close()
+      await bob.close()
+    })
+
+    test('ip: rules: allowed from 127.0.0.1, refused from 127.0.0.2', async () => {
+      const rules = 'allow ip:127.0.0.1 all local/#\nallow ip:10.0.0.0/8,user:admin all #\nallow user:alice,ip:127.0.0.0/24 all lan/#\n'
+      await using br = await startBroker(env(aclFile(rules), { VMQTT_AUTH_ANONYMOUS: 'true' }))
+      const here = await accepted(br.port, { version })
+      const there = await accepted(br.port, { version, from: '127.0.0.2' })
+      expect(br.broker.connectionOf(`acl-${seq}`)?.socket.remoteAddress).toBe('127.0.0.2')
+      expect(await subackCodes(here, version, ['local/#'])).toEqual([1])
+      expect(await subackCodes(there, version, ['local/#'])).toEqual([SUB_REFUSED[version]])
+      expect(await publish1(there, version, 'local/x', 'from-2')).toBe(PUB_REFUSED[version])
+      expect(await publish1(here, version, 'local/x', 'from-1')).toBe(0)
+      expect(await nextMessage(here)).toEqual(['local/x', 'from-1'])
+      // several conditions must all hold: admin is not in 10/8, alice is in 127.0.0.0/24 from either address
+      const admin = await accepted(br.port, { version, user: 'admin' })
+      expect(await subackCodes(admin, version, ['#'])).toEqual([SUB_REFUSED[version]])
+      const alice2 = await accepted(br.port, { version, user: 'alice', from: '127.0.0.2' })
+      expect(await subackCodes(alice2, version, ['lan/#', 'local/#'])).toEqual([1, SUB_REFUSED[version]])
+      for (const c of [here, there, admin, alice2]) await c.close()
+    })
+  })
+}
+
+describe('ACL audit', () => {
+  function readAudit(file: string): Record<string, unknown>[] {
+    if (!existsSync(file)) return []
+    return readFileSync(file, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>)
+  }
+
+  test('acl-denied lines name the action and the topic (publish, subscribe, shared subscribe)', async () => {
+    const log = join(mkdtempSync(join(dir, 'audit-')), 'audit.jsonl')
+    await using br = await startBroker(env(aclFile(PLACEHOLDERS), { VMQTT_AUDIT_LOG: log }))
+    const alice = await accepted(br.port, { version: 5, user: 'alice', clientId: 'audit-alice' })
+    expect(await publish1(alice, 5, 'users/bob/x', 'no')).toBe(0x87)
+    expect(await subackCodes(alice, 5, ['users/bob/#', '$share/g/users/bob/#', 'users/alice/#'])).toEqual([0x87, 0x87, 1])
+    const bob = await accepted(br.port, { version: 4, user: 'bob', clientId: 'audit-bob' })
+    expect(await publish1(bob, 4, 'users/alice/x', 'no')).toBe(0)
+    await until('four acl-denied lines', () => readAudit(log).filter((l) => l.event === 'acl-denied').length >= 4)
+    const denied = readAudit(log).filter((l) => l.event === 'acl-denied')
+    const base = { event: 'acl-denied', clientId: 'audit-alice', username: 'alice', address: '127.0.0.1', listener: 'mqtt' }
+    expect(denied).toEqual([
+      expect.objectContaining({ ...base, action: 'publish', topic: 'users/bob/x' }),
+      expect.objectContaining({ ...base, action: 'subscribe', topic: 'users/bob/#' }),
+      expect.objectContaining({ ...base, action: 'subscribe', topic: '$share/g/users/bob/#' }),
+      expect.objectContaining({ ...base, clientId: 'audit-bob', username: 'bob', action: 'publish', topic: 'users/alice/x' }),
+    ])
+    for (const l of denied) expect(typeof l.time).toBe('string')
+    // the allowed subscription and the payloads are not in the log; nor are passwords
+    const text = readFileSync(log, 'utf8')
+    expect(text).not.toContain('users/alice/#')
+    expect(text).not.toContain(pw('alice'))
+    await bob.close()
+    await alice.close()
+  })
+})
