@@ -11,12 +11,13 @@ import type { Store } from '../store/types.ts'
 import { TopicTree } from '../topic/topic-tree.ts'
 import { TopicTrie } from '../topic/trie.ts'
 import { listenTcp } from '../transport/tcp.ts'
-import type { Listener, MqttSocket } from '../transport/types.ts'
+import type { ConnectionSink, Listener, MqttSocket } from '../transport/types.ts'
 import type { EnhancedAuth } from './auth-hooks.ts'
 import { GroupCommit, type CommitResult } from './commit.ts'
 import { Connection } from './connection.ts'
 import { deliver } from './deliver.ts'
 import { sweep } from './expiry.ts'
+import { admitAddress, REFUSED, releaseAddress } from './limits.ts'
 import { restore } from './restore.ts'
 import { route } from './route.ts'
 import { publishSys } from './sys-topics.ts'
@@ -136,8 +137,15 @@ export class Broker {
     return this.listeners[0]?.port ?? 0
   }
 
-  accept(socket: MqttSocket, listener = 'mqtt'): Connection {
+  /** A new socket: refused at once (closed unread) over the per-address limits, else a Connection. */
+  accept(socket: MqttSocket, listener = 'mqtt'): ConnectionSink {
+    const entry = admitAddress(this, socket.remoteAddress, listener)
+    if (entry === false) {
+      try { socket.end() } catch { /* already closed */ }
+      return REFUSED
+    }
     const conn = new Connection(this, socket, listener)
+    conn.addressEntry = entry
     conn.nextConn = this.#firstConn
     if (this.#firstConn !== null) this.#firstConn.prevConn = conn
     this.#firstConn = conn
@@ -241,6 +249,7 @@ export class Broker {
     if (next !== null) next.prevConn = prev
     conn.prevConn = conn.nextConn = null
     this.connectionCount--
+    if (conn.addressEntry !== null) { releaseAddress(this, conn.addressEntry); conn.addressEntry = null }
     if (conn.state !== 'connected' || conn.session === null) return
     const s = conn.session
     if (s.connection === conn) { s.connection = null; this.onlineCount-- }

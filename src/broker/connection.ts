@@ -8,6 +8,7 @@ import type { Will } from '../session/types.ts'
 import type { ConnectionSink, MqttSocket } from '../transport/types.ts'
 import type { Broker } from './broker.ts'
 import { dispatch } from './dispatch.ts'
+import { slowConsumer, type AddressEntry } from './limits.ts'
 
 export type ConnState = 'new' | 'authenticating' | 'connected' | 'closed'
 
@@ -51,6 +52,12 @@ export class Connection implements ConnectionSink {
   cleanDisconnect = false
   /** QoS 1/2 PUBLISH received on this connection without PUBACK / PUBCOMP yet (spec 4.9). */
   unackedIn = 0
+  /** The per-address entry this connection counts under (null: per-address limits off). */
+  addressEntry: AddressEntry | null = null
+  /** Publish rate token buckets (limits.ts): messages, bytes, last refill (ms; 0 = none yet). */
+  pubTokens = 0
+  pubByteTokens = 0
+  pubAt = 0
   /** Output of this turn: the first packet, then (from the second on) all of them in #out. */
   #out1: Uint8Array | null = null
   #out: Uint8Array[] | null = null
@@ -191,9 +198,31 @@ export class Connection implements ConnectionSink {
     if (this.#backlog !== null) {
       this.#backlog.push(data)
       this.#backlogBytes += data.length
+      // the socket has not taken the earlier output yet and more piles up: a client that does
+      // not read is closed once that passes limits.maxPendingBytes (output that the socket
+      // refused in a single write is not counted: a large message to a reading client is fine)
+      const cap = this.broker.config.limits.maxPendingBytes
+      if (cap > 0 && this.#backlogBytes > cap) this.#abort()
       return
     }
     this.#write(data)
+  }
+
+  /**
+   * Closes a client that does not read, dropping its unsent output. No DISCONNECT: it would sit
+   * behind megabytes the client is not reading (EMQX likewise just closes such a connection
+   * when its send buffer or queue overflows; Mosquitto drops messages and keeps the client).
+   */
+  #abort(): void {
+    const pending = this.pendingBytes
+    this.#backlog = null
+    this.#backlogBytes = 0
+    this.#out1 = null
+    this.#out = null
+    this.#outBytes = 0
+    slowConsumer(this, pending)
+    this.#closed()
+    try { this.socket.end() } catch { /* already closed */ }
   }
 
   #write(data: Uint8Array): void {
@@ -246,6 +275,8 @@ export class Connection implements ConnectionSink {
     // the last output may depend on uncommitted writes: commit them before it goes
     if (this.broker.store.pending) this.broker.commits.flush()
     this.flush(true)
+    // flush closes a client whose unsent output passed limits.maxPendingBytes
+    if ((this.state as ConnState) === 'closed') return
     this.#closed()
     try { this.socket.end() } catch { /* already closed */ }
   }

@@ -4,9 +4,7 @@ import { encodePublish } from '../codec/publish.ts'
 import type { Session } from '../session/session.ts'
 import type { Delivery } from '../session/types.ts'
 import type { Connection } from './connection.ts'
-
-/** QoS 0 messages are dropped for a connection whose unsent output exceeds this. */
-const SLOW_CONSUMER_BYTES = 16 * 1024 * 1024
+import { qos0DropBytes } from './limits.ts'
 
 /** The inflight window towards this connection: its Receive Maximum capped by our config. */
 export function window(conn: Connection): number {
@@ -39,7 +37,9 @@ export function deliver(session: Session, conn: Connection | undefined, d: Deliv
 
 /** A QoS 0 message to a connected client: written now, or dropped for a slow consumer. */
 export function sendQos0(conn: Connection, msg: Message, retain: boolean, subIds: number[] | null): void {
-  if (conn.pendingBytes > SLOW_CONSUMER_BYTES) { conn.broker.stats.dropped++; return }
+  // a slow consumer loses QoS 0 messages beyond a quarter of limits.maxPendingBytes (it is
+  // disconnected only when QoS 1/2 output takes it past the whole cap, connection.ts)
+  if (conn.pendingBytes > qos0DropBytes(conn.broker.config.limits.maxPendingBytes)) { conn.broker.stats.dropped++; return }
   writePublish(conn, msg, 0, retain, subIds, 0, false)
 }
 

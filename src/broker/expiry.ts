@@ -1,13 +1,14 @@
 import { RC } from '../codec/reason-codes.ts'
 import type { Broker } from './broker.ts'
 import { isExpired, unpersist } from './deliver.ts'
+import { packetTimedOut, pruneAddresses } from './limits.ts'
 import { publishWill } from './will.ts'
 
 const RETAINED_SWEEP_MS = 60_000
 const lastRetainedSweep = new WeakMap<Broker, number>()
 
 /**
- * Runs twice a second: connect timeouts, keepalive timeouts (1.5 x keepalive [MQTT-3.1.2-22]),
+ * Runs twice a second: connect timeouts, packet timeouts (limits.packetTimeout), keepalive timeouts (1.5 x keepalive [MQTT-3.1.2-22]),
  * delayed wills, session expiry, expired queued messages, and (every minute) expired retained messages.
  */
 export function sweep(broker: Broker): void {
@@ -17,7 +18,18 @@ export function sweep(broker: Broker): void {
     sweepRetained(broker, now)
   }
   const connectTimeout = broker.config.mqtt.connectTimeout * 1000
+  const packetTimeout = broker.config.limits.packetTimeout * 1000
+  pruneAddresses(broker, now)
   for (const conn of broker.allConnections()) {
+    // slow-loris: a packet trickling in for longer than limits.packetTimeout
+    if (conn.framer.buffered > 0 && now - conn.framer.partialSince > packetTimeout) {
+      packetTimedOut(broker)
+      broker.log.info('closing connection: packet not completed in time', {
+        clientId: conn.clientId || undefined, remote: conn.socket.remoteAddress, buffered: conn.framer.buffered, packetTimeout: packetTimeout / 1000,
+      })
+      conn.end()
+      continue
+    }
     if (conn.state === 'new' || conn.state === 'authenticating') {
       if (now - conn.openedAt > connectTimeout) {
         broker.log.info('closing connection: no CONNECT in time', { remote: conn.socket.remoteAddress })

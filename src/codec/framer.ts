@@ -22,6 +22,7 @@ export class Framer {
   /** Total size of the incomplete packet once its length is known, else 0. */
   #need = 0
   #max: number
+  #since = 0
 
   constructor(maxPacketSize: number) {
     this.#max = maxPacketSize
@@ -81,10 +82,17 @@ export class Framer {
       const rest = Buffer.from(buf.subarray(pos))
       this.#parts = [rest]
       this.#partsLen = rest.length
+      // a new packet started (not the same one re-parsed after joining its parts)
+      if (!owned || pos > 0) this.#since = Date.now()
     }
   }
 
   get buffered(): number {
     return this.#partsLen
+  }
+
+  /** When the incomplete packet (if buffered > 0) started to arrive (ms since the epoch). */
+  get partialSince(): number {
+    return this.#since
   }
 }

@@ -5,6 +5,7 @@ import { varintSize, writeVarint } from '../../codec/varint.ts'
 import { MqttError, RC } from '../../codec/reason-codes.ts'
 import { topicNameError } from '../../topic/validate.ts'
 import type { Connection } from '../connection.ts'
+import { overPublishRate } from '../limits.ts'
 import { storeRetained } from '../will.ts'
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
@@ -13,6 +14,8 @@ const utf8 = new TextDecoder('utf-8', { fatal: true })
 export function handlePublish(conn: Connection, header: number, buf: Buffer, start: number, end: number, owned = false): void {
   const broker = conn.broker
   const lim = broker.config.limits
+  // limits.publishRate / publishBytesRate: v5 DISCONNECT 0x96 / 0x97, v3 closed
+  if (overPublishRate(conn, end - start)) return
   const frame = ownFrame(header, buf, start, end, owned)
   const p = decodePublish(header, frame, conn.v5, true, frame.length - (end - start))
   const s = conn.session!
