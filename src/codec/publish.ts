@@ -26,8 +26,10 @@ const protocol = (what: string) => new MqttError(RC.PROTOCOL_ERROR, `PUBLISH: ${
  * Decodes a PUBLISH body. The payload is copied so the socket's buffer can be reused, unless
  * the caller says the body is its own to keep (then the payload is a view into it). The body
  * starts at `offset` in `body` (so a caller holding the whole frame needs no second view).
+ * With `out`, the result is written into that object instead of a new one (a hot caller
+ * reuses one: no allocation per packet).
  */
-export function decodePublish(header: number, body: Buffer, v5: boolean, keepBody = false, offset = 0): InPublish {
+export function decodePublish(header: number, body: Buffer, v5: boolean, keepBody = false, offset = 0, out?: InPublish): InPublish {
   const bits = (header >> 1) & 3
   // [MQTT-3.3.1-4] a PUBLISH must not have both QoS bits set
   if (bits === 3) throw malformed('QoS bits both set')
@@ -137,7 +139,18 @@ export function decodePublish(header: number, body: Buffer, v5: boolean, keepBod
     }
   }
   const payload = keepBody ? body.subarray(pos) : Buffer.from(body.subarray(pos))
-  return { topic, packetId, qos, retain: (header & 1) !== 0, dup, payload, props, expiry, topicAlias }
+  const retain = (header & 1) !== 0
+  if (out === undefined) return { topic, packetId, qos, retain, dup, payload, props, expiry, topicAlias }
+  out.topic = topic
+  out.packetId = packetId
+  out.qos = qos
+  out.retain = retain
+  out.dup = dup
+  out.payload = payload
+  out.props = props
+  out.expiry = expiry
+  out.topicAlias = topicAlias
+  return out
 }
 
 /** What varies per delivery of one message. */

@@ -3,6 +3,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { loadPasswordFile } from '../../src/auth/password-file.ts'
+import { scramCredentials } from '../../src/auth/scram.ts'
+import { loadScramFile } from '../../src/auth/security.ts'
 
 const repo = join(import.meta.dir, '../..')
 const dir = mkdtempSync(join(tmpdir(), 'vmqtt-cli-passwd-'))
@@ -58,6 +60,21 @@ describe('vmqtt passwd', () => {
     expect([...loadPasswordFile(file).keys()]).toEqual(['bob'])
   })
 
+  test('--scram writes SCRAM-SHA-256 credentials that derive from the password (and no password)', async () => {
+    const scram = join(dir, 'scram.txt')
+    const r = await passwd(['--scram', scram, 'carol'], 'pencil\n')
+    expect(r).toMatchObject({ code: 0, stderr: '' })
+    const text = readFileSync(scram, 'utf8')
+    expect(text).toStartWith('carol:SCRAM-SHA-256$4096:')
+    expect(text).not.toContain('pencil')
+    const c = loadScramFile(scram).get('carol')!
+    // the same salt and iterations with the right password give the same keys; a wrong one does not
+    expect(scramCredentials('pencil', { salt: c.salt, iterations: c.iterations })).toEqual(c)
+    expect(scramCredentials('pencil!', { salt: c.salt, iterations: c.iterations }).storedKey.equals(c.storedKey)).toBe(false)
+    expect((await passwd(['--scram', '--delete', scram, 'carol'], '')).code).toBe(0)
+    expect(loadScramFile(scram).size).toBe(0)
+  })
+
   test('errors go to stderr as "vmqtt passwd: ..." with exit code 1', async () => {
     const cases: [string[], string, string][] = [
       [[file, 'al ice'], 'pw\n', 'vmqtt passwd: username "al ice" contains whitespace or a control character\n'],
@@ -66,8 +83,8 @@ describe('vmqtt passwd', () => {
       [[file, 'carol'], '', 'vmqtt passwd: password is empty\n'],
       [[file, 'alice', '--delete'], '', `vmqtt passwd: ${file}: no user 'alice'\n`],
       [[join(dir, 'none.txt'), 'bob', '--delete'], '', `vmqtt passwd: ${join(dir, 'none.txt')}: no such file\n`],
-      [[file], 'pw\n', 'vmqtt passwd: usage: vmqtt passwd FILE USER [--delete]\n'],
-      [[file, 'bob', 'extra'], 'pw\n', 'vmqtt passwd: usage: vmqtt passwd FILE USER [--delete]\n'],
+      [[file], 'pw\n', 'vmqtt passwd: usage: vmqtt passwd FILE USER [--delete] [--scram]\n'],
+      [[file, 'bob', 'extra'], 'pw\n', 'vmqtt passwd: usage: vmqtt passwd FILE USER [--delete] [--scram]\n'],
     ]
     const before = readFileSync(file, 'utf8')
     for (const [args, input, stderr] of cases) {

@@ -1,6 +1,6 @@
 import { encodeAck, PUBACK, PUBREC } from '../../codec/acks.ts'
 import type { Message } from '../../codec/message.ts'
-import { decodePublish } from '../../codec/publish.ts'
+import { decodePublish, type InPublish } from '../../codec/publish.ts'
 import { varintSize, writeVarint } from '../../codec/varint.ts'
 import { MqttError, RC } from '../../codec/reason-codes.ts'
 import { topicNameError } from '../../topic/validate.ts'
@@ -9,6 +9,7 @@ import { overPublishRate } from '../limits.ts'
 import { storeRetained } from '../will.ts'
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
+const scratch: InPublish = { topic: '', packetId: 0, qos: 0, retain: false, dup: false, payload: Buffer.alloc(0), props: null, expiry: -1, topicAlias: 0 }
 
 /** PUBLISH from a client: checks, topic alias, retained store, routing, acknowledgement. */
 export function handlePublish(conn: Connection, header: number, buf: Buffer, start: number, end: number, owned = false): void {
@@ -17,7 +18,8 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
   // limits.publishRate / publishBytesRate: v5 DISCONNECT 0x96 / 0x97, v3 closed
   if (overPublishRate(conn, end - start)) return
   const frame = ownFrame(header, buf, start, end, owned)
-  const p = decodePublish(header, frame, conn.v5, true, frame.length - (end - start))
+  // one decode target for every PUBLISH: nothing below keeps `p` past this call
+  const p = decodePublish(header, frame, conn.v5, true, frame.length - (end - start), scratch)
   const s = conn.session!
   // [MQTT-3.2.2-11] QoS above Maximum QoS is a protocol violation (0x9B)
   if (p.qos > lim.maxQos) throw new MqttError(RC.QOS_NOT_SUPPORTED, `QoS ${p.qos} not supported`)
@@ -83,14 +85,16 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
     expiresAt: p.expiry >= 0 ? Date.now() + p.expiry * 1000 : 0, origin: conn.clientId,
     frame: asIs ? frame : undefined, frameKey: asIs ? (conn.v5 ? 2 : 0) | (p.retain ? 1 : 0) : -1,
   }
+  // `p` is the shared decode target: take what the acknowledgement needs before routing
+  const id = p.packetId
+  const qos = p.qos
   if (p.retain && !denied) storeRetained(broker, msg)
   const n = denied ? 0 : broker.publish(msg)
-  if (p.qos === 0) return
+  if (qos === 0) return
   // v5: 0x10 No matching subscribers is informational
   const reason = n === 0 && conn.v5 ? RC.NO_MATCHING_SUBSCRIBERS : 0
-  const id = p.packetId
-  const type = p.qos === 1 ? PUBACK : PUBREC
-  if (p.qos === 2) {
+  const type = qos === 1 ? PUBACK : PUBREC
+  if (qos === 2) {
     s.addQos2(id)
     if (s.store !== null) s.store.addInboundQos2(s.clientId, id)
   }
@@ -98,9 +102,9 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
   // the durability contract: PUBACK / PUBREC only after the message is committed
   broker.afterCommit((r) => {
     // a QoS 2 message stays counted until PUBCOMP (ack.ts), unless its flow ends here
-    if (p.qos === 1 || r !== 'ok') conn.unackedIn--
+    if (qos === 1 || r !== 'ok') conn.unackedIn--
     if (r === 'ok') return conn.send(encodeAck(type, id, reason, conn.v5))
-    if (p.qos === 2 && s.deleteQos2(id) && s.store !== null) s.store.removeInboundQos2(s.clientId, id)
+    if (qos === 2 && s.deleteQos2(id) && s.store !== null) s.store.removeInboundQos2(s.clientId, id)
     // v5: 0x97 tells the publisher the message was not stored; v3 has no such code: close so it resends
     if (conn.v5) conn.send(encodeAck(type, id, RC.QUOTA_EXCEEDED, true))
     else conn.disconnect(RC.QUOTA_EXCEEDED, 'storage full')
