@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type { Logger } from '../../src/log.ts'
+import { fuzzInput } from '../helpers/fuzz.ts'
 import * as b from '../helpers/packet-builder.ts'
 import { prng } from '../helpers/prng.ts'
 import { RawClient } from '../helpers/raw-client.ts'
@@ -264,36 +265,6 @@ describe('MQTT v3.1.1 only', () => {
 
 
 const FUZZ_SEED = Number(process.env.VMQTT_FUZZ_SEED ?? 0x5eed1234)
-
-/** One fuzz input: fully random bytes, a well-framed random packet, or a mutated valid packet. */
-function fuzzInput(rnd: () => number, version: V): Buffer {
-  const int = (n: number) => Math.floor(rnd() * n)
-  const bytes = (n: number) => Array.from({ length: n }, () => int(256))
-  const mode = int(3)
-  if (mode === 0) return Buffer.from(bytes(1 + int(48)))
-  if (mode === 1) return b.frame(int(16), int(16), bytes(int(40)))
-  const seeds: Buffer[] = [
-    b.publish({ topic: 'fz/a', payload: 'p', qos: int(3), packetId: 1 + int(5), retain: rnd() < 0.3, version, properties: version === 5 ? { messageExpiry: 5, contentType: 'c', userProperties: [['k', 'v']] } : undefined }),
-    b.subscribe(1 + int(9), [{ topic: 'fz/+', qos: int(3) }, 'fz/#'], { version, properties: version === 5 ? { subscriptionIdentifier: 1 + int(9) } : undefined }),
-    b.unsubscribe(1 + int(9), ['fz/+', 'fz/#'], { version }),
-    b.puback(1 + int(5), { version, reason: version === 5 ? 0 : undefined }),
-    b.pubrec(1 + int(5), { version }),
-    b.pubrel(1 + int(5), { version }),
-    b.pubcomp(1 + int(5), { version }),
-    b.pingreq(),
-    b.disconnect({ version, reason: version === 5 ? 0 : undefined, properties: version === 5 ? { sessionExpiry: 0 } : undefined }),
-  ]
-  const out = [...seeds[int(seeds.length)]!]
-  const edits = 1 + int(4)
-  for (let i = 0; i < edits; i++) {
-    const what = int(4)
-    if (what === 0 && out.length > 0) out[int(out.length)] = int(256) // flip a byte
-    else if (what === 1 && out.length > 1) out.length = 1 + int(out.length - 1) // truncate
-    else if (what === 2) out.splice(int(out.length + 1), 0, ...bytes(1 + int(6))) // insert
-    else if (out.length > 0) out[int(Math.min(out.length, 2))] ^= 1 << int(8) // header bit flip
-  }
-  return Buffer.from(out)
-}
 
 describe('fuzz', () => {
   test('200 random byte strings after a valid CONNECT never crash the broker; a control client still gets messages', async () => {
