@@ -37,6 +37,8 @@ export class Security {
   #scramFile: string
   #scramUsers = new Map<string, ScramCredentials>()
   #failures = new Map<string, { count: number; at: number }>()
+  /** Called after the ACL rules changed (file change, SIGHUP, admin API). */
+  onAclReload: (() => void) | null = null
   #failDelay: number
   #failDelayMax: number
   #log: Logger
@@ -64,6 +66,8 @@ export class Security {
     const onError = (message: string) => log.error('reload failed, previous version kept', { error: message })
     const audit = new AuditLog(config.audit.log)
     const onReload = (what: string) => () => audit.event('reload', { file: what, result: 'ok' })
+    let self: Security | null = null
+    const onAcl = () => { onReload(config.acl.file)(); self?.onAclReload?.() }
     const chain: Authenticator[] = []
     let acl: AclFile | null = null
     try {
@@ -86,8 +90,12 @@ export class Security {
           usernameClaim: a.jwtUsernameClaim, aclClaim: a.jwtAclClaim,
         }))
       }
-      acl = config.acl.file !== '' ? new AclFile(config.acl.file, { onError, onReload: onReload(config.acl.file) }) : null
-      return new Security(config, log, chain, acl, audit)
+      acl = config.acl.file !== '' ? new AclFile(config.acl.file, { onError, onReload: onAcl }) : null
+      self = new Security(config, log, chain, acl, audit)
+      if (acl !== null && chain.length === 0) {
+        log.warn('ACL rules apply to usernames no authenticator has verified: any client can claim any username; configure a password file, JWT, SCRAM or certificate identity', { acl: config.acl.file })
+      }
+      return self
     }
   }
 

@@ -114,6 +114,7 @@ export class Broker {
   async start(): Promise<void> {
     this.security = await Security.create(this.config, this.log)
     for (const [name, method] of this.security.methods()) if (!this.authMethods.has(name)) this.authMethods.set(name, method)
+    this.security.onAclReload = () => this.recheckSubscriptions()
     await this.store.open()
     restore(this)
     // time passed while the broker was down: expire sessions, wills and messages before listening
@@ -269,6 +270,28 @@ export class Broker {
     if (s.expiryInterval === 0) this.endSession(s)
     else this.saveSession(s)
     this.log.debug('client disconnected', { clientId: conn.clientId })
+  }
+
+  /**
+   * After the ACL rules changed: subscriptions of connected clients that the new rules no
+   * longer allow are removed (as if unsubscribed), so a revoked right stops messages at once.
+   */
+  recheckSubscriptions(): void {
+    const sec = this.security
+    if (sec === null) return
+    for (const s of this.sessions.values()) {
+      const conn = s.connection
+      if (conn === null) continue
+      let changed = false
+      for (const sub of s.subscriptionList()) {
+        if (sec.authorize(conn, 'subscribe', sub.filter)) continue
+        this.removeSubscription(s, sub.raw)
+        changed = true
+        this.log.info('subscription revoked by the ACL', { clientId: s.clientId, filter: sub.raw })
+        sec.audit.event('acl-denied', { clientId: s.clientId, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, action: 'subscription revoked', topic: sub.raw })
+      }
+      if (changed) this.saveSession(s)
+    }
   }
 
   /**

@@ -350,10 +350,8 @@ describe('SCRAM-SHA-256 from VMQTT_AUTH_SCRAM_FILE (MQTT 5 enhanced authenticati
     expect(await codeOf(br.port, { version: 4 })).toBe(5)
   })
 
-  // BUG: a failed SCRAM login is refused at once (handlers/auth.ts calls refuse() directly): it
-  // neither waits for nor counts towards the per-address failed-login delay, so SCRAM passwords
-  // can be guessed at full speed while password-file and JWT guesses are slowed down.
-  test.skip('failed SCRAM logins are delayed like other failed logins (≈200, then ≈400 ms)', async () => {
+  // SCRAM failures count towards the address's failed-login delay like any other login
+  test('failed SCRAM logins are delayed like other failed logins (≈200, then ≈400 ms)', async () => {
     const scramFile = tempFile('scram', `alice:${encodeScramCredentials(scramCredentials('wonderland'))}\n`)
     await using br = await startBroker({ VMQTT_AUTH_SCRAM_FILE: scramFile, VMQTT_AUTH_FAIL_DELAY: '200', VMQTT_AUTH_FAIL_DELAY_MAX: '800' })
     const times: number[] = []

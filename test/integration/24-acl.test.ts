@@ -259,6 +259,21 @@ for (const version of VERSIONS) {
       await bob.close()
     })
 
+    test('a right revoked by a rules change ends the existing subscription at once', async () => {
+      const file = aclFile('allow all all users/%u/#\nallow user:bob all shared/#\n')
+      await using br = await startBroker(env(file))
+      const bob = await accepted(br.port, { version, user: 'bob' })
+      expect(await subackCodes(bob, version, ['shared/#', 'users/bob/#'])).toEqual([1, 1])
+      writeFileSync(file, 'allow all all users/%u/#\n')
+      const session = () => br.broker.connectionOf(br.broker.allConnections().find((c) => c.username === 'bob')!.clientId)!.session!
+      await until('bob\'s shared/# subscription to be removed', () => session().getSubscription('shared/#') === undefined)
+      expect(session().getSubscription('users/bob/#')).toBeDefined()
+      // the allowed one still works
+      expect(await publish1(bob, version, 'users/bob/x', 'still')).toBe(0)
+      expect(await nextMessage(bob)).toEqual(['users/bob/x', 'still'])
+      await bob.close()
+    })
+
     test('ip: rules: allowed from 127.0.0.1, refused from 127.0.0.2', async () => {
       const rules = 'allow ip:127.0.0.1 all local/#\nallow ip:10.0.0.0/8,user:admin all #\nallow user:alice,ip:127.0.0.0/24 all lan/#\n'
       await using br = await startBroker(env(aclFile(rules), { VMQTT_AUTH_ANONYMOUS: 'true' }))

@@ -2,7 +2,7 @@ import type { IAuthPacket, Packet } from 'mqtt-packet'
 import { MqttError, RC } from '../../codec/reason-codes.ts'
 import type { AuthStep } from '../auth-hooks.ts'
 import type { Connection } from '../connection.ts'
-import { completePending, refuse } from './connect.ts'
+import { completePending, refuseLogin } from './connect.ts'
 
 /** AUTH from the client: continue an exchange (0x18) or start re-authentication (0x19). */
 export function handleAuth(conn: Connection, packet: Packet): void | Promise<void> {
@@ -37,15 +37,16 @@ export function runAuthStep(conn: Connection, data: Buffer | undefined, reauth: 
     conn.authState = undefined
     if (r.result === 'success') {
       if (r.username !== undefined) conn.username = r.username
+      if (!reauth) conn.broker.security?.noteSuccess(conn.socket.remoteAddress)
       if (reauth) conn.sendPacket({ cmd: 'auth', reasonCode: RC.SUCCESS, properties: { authenticationMethod: conn.authMethod, authenticationData: r.data } })
       else completePending(conn, r.data)
       return
     }
     const reason = r.reason ?? RC.NOT_AUTHORIZED
     if (reauth) conn.disconnect(reason, 're-authentication failed')
-    else refuse(conn, reason, 'authentication failed')
+    else return refuseLogin(conn, reason, 'authentication failed', `${conn.authMethod} failed`)
   }
   const r = method.step(ctx, data)
   if (r instanceof Promise) return r.then(apply)
-  apply(r)
+  return apply(r)
 }

@@ -97,11 +97,19 @@ async function authenticate(conn: Connection, sec: Security, p: IConnectPacket, 
     return complete(conn, p, assignedId, undefined)
   }
   const code = r.reason ?? RC.BAD_USER_NAME_OR_PASSWORD
-  // the refusal must arrive before the connect timeout closes the connection
-  const left = conn.broker.config.mqtt.connectTimeout * 1000 - (Date.now() - conn.openedAt) - 250
-  const delay = Math.max(0, Math.min(sec.noteFailure(address), left))
-  if (delay > 0) await Bun.sleep(delay)
-  refuse(conn, code, code === RC.NOT_AUTHORIZED ? 'not authorized' : 'bad user name or password', r.detail)
+  return refuseLogin(conn, code, code === RC.NOT_AUTHORIZED ? 'not authorized' : 'bad user name or password', r.detail)
+}
+
+/** A failed login (any method): the refusal waits longer with each failure from the address. */
+export async function refuseLogin(conn: Connection, code: number, reason: string, detail?: string): Promise<void> {
+  const sec = conn.broker.security
+  if (sec !== null) {
+    // the refusal must arrive before the connect timeout closes the connection
+    const left = conn.broker.config.mqtt.connectTimeout * 1000 - (Date.now() - conn.openedAt) - 250
+    const delay = Math.max(0, Math.min(sec.noteFailure(conn.socket.remoteAddress), left))
+    if (delay > 0) await Bun.sleep(delay)
+  }
+  refuse(conn, code, reason, detail)
 }
 
 /** Called by the AUTH flow when enhanced authentication of a CONNECT succeeded. */
