@@ -11,6 +11,7 @@ import type { Store } from '../store/types.ts'
 import { TopicTree } from '../topic/topic-tree.ts'
 import { TopicTrie } from '../topic/trie.ts'
 import { listenTcp } from '../transport/tcp.ts'
+import { listenTls } from '../transport/tls.ts'
 import type { ConnectionSink, Listener, MqttSocket } from '../transport/types.ts'
 import type { EnhancedAuth } from './auth-hooks.ts'
 import { GroupCommit, type CommitResult } from './commit.ts'
@@ -126,6 +127,12 @@ export class Broker {
       this.listeners.push(l)
       this.log.info('mqtt listening', { transport: 'tcp', host, port: l.port })
     }
+    const tls = this.config.tls
+    if (tls.cert !== '' && tls.port !== 'off') {
+      const l = listenTls({ ...tls, port: tls.port, log: this.log }, (socket) => this.accept(socket, 'mqtts'))
+      this.listeners.push(l)
+      this.log.info('mqtt listening', { transport: 'tls', host: tls.host, port: l.port, clientCert: tls.clientCert })
+    }
     this.#timers.push(setInterval(() => { sweep(this); this.touch() }, 500))
     if (this.config.sys.interval > 0) {
       publishSys(this)
@@ -136,6 +143,16 @@ export class Broker {
   /** Port of the first MQTT listener (useful with port 0). */
   get port(): number {
     return this.listeners[0]?.port ?? 0
+  }
+
+  /** Port of the listener with this name (mqtt, mqtts, ...), 0 when there is none. */
+  portOf(name: string): number {
+    return this.listeners.find((l) => l.name === name)?.port ?? 0
+  }
+
+  /** Re-reads the TLS certificate files; throws when they are invalid (the old ones stay in use). */
+  async reloadTls(): Promise<void> {
+    for (const l of this.listeners) if (l.reload !== undefined) await l.reload()
   }
 
   /** A new socket: refused at once (closed unread) over the per-address limits, else a Connection. */
