@@ -6,7 +6,9 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { X509Certificate } from 'node:crypto'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { copyFile, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { connect as netConnect } from 'node:net'
 import * as tls from 'node:tls'
 import mqtt, { type MqttClient } from 'mqtt'
@@ -419,3 +421,51 @@ function withTimeout<T>(p: Promise<T>, what: string, ms = 3000): Promise<T> {
   const late = new Promise<T>((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms) })
   return Promise.race([p, late]).finally(() => clearTimeout(timer))
 }
+
+describe('certificate identity as the username (VMQTT_TLS_IDENTITY)', () => {
+  const opts = (who: KeyPair | null, protocolVersion: 4 | 5, extra: Record<string, unknown> = {}) => ({
+    ca: caPem, rejectUnauthorized: true, protocolVersion, reconnectPeriod: 0, connectTimeout: 3000,
+    ...(who !== null ? { cert: readFileSync(who.cert), key: readFileSync(who.key) } : {}), ...extra,
+  })
+  for (const protocolVersion of [4, 5] as const) {
+    test(`v${protocolVersion}: cn maps alice's certificate to username alice; %u rules follow; a different CONNECT username and no certificate are refused`, async () => {
+      const acl = join(certs.dir, `identity-${protocolVersion}.acl`)
+      writeFileSync(acl, 'allow all all users/%u/#\n')
+      const { br, port } = await tlsBroker('request', { VMQTT_TLS_IDENTITY: 'cn', VMQTT_ACL_FILE: acl })
+      try {
+        const alice = await mqtt.connectAsync(`mqtts://127.0.0.1:${port}`, opts(certs.alice, protocolVersion, { clientId: `id-${protocolVersion}` }))
+        try {
+          expect(br.broker.connectionOf(`id-${protocolVersion}`)?.username).toBe('alice')
+          const granted = await alice.subscribeAsync('users/alice/#', { qos: 0 })
+          expect(granted.map((g) => g.qos)).toEqual([0])
+          // MQTT.js turns a refusing SUBACK (v5 0x87, v3 0x80) into a rejection
+          await expect(alice.subscribeAsync('users/bob/#', { qos: 0 })).rejects.toThrow(protocolVersion === 5 ? /Not authorized/ : /Unspecified error/)
+        } finally {
+          await alice.endAsync()
+        }
+        // the certificate names the user: claiming another username is refused
+        const liar = mqtt.connectAsync(`mqtts://127.0.0.1:${port}`, opts(certs.alice, protocolVersion, { username: 'bob', clientId: `liar-${protocolVersion}` }))
+        await expect(liar).rejects.toThrow()
+        // no certificate and no credentials: an authenticator is configured, so anonymous is off
+        const anon = mqtt.connectAsync(`mqtts://127.0.0.1:${port}`, opts(null, protocolVersion, { clientId: `anon-${protocolVersion}` }))
+        await expect(anon).rejects.toThrow(/authori[sz]ed|Not authorized|5/i)
+      } finally {
+        await br.close()
+      }
+    })
+  }
+
+  test('san maps the first DNS/email/URI subject alternative name', async () => {
+    const { br, port } = await tlsBroker('require', { VMQTT_TLS_IDENTITY: 'san' })
+    try {
+      const c = await mqtt.connectAsync(`mqtts://127.0.0.1:${port}`, opts(certs.alice, 5, { clientId: 'san-1' }))
+      try {
+        expect(br.broker.connectionOf('san-1')?.username).toBe('alice.example')
+      } finally {
+        await c.endAsync()
+      }
+    } finally {
+      await br.close()
+    }
+  })
+})
