@@ -7,7 +7,7 @@
  * exits 1 when the broker crashed, logged an internal error or stopped serving a normal client.
  */
 import { parseArgs } from 'node:util'
-import { BrokerProcess, runFuzz } from '../test/helpers/fuzz.ts'
+import { BrokerProcess, FUZZ_ENV, runFuzz } from '../test/helpers/fuzz.ts'
 import * as b from '../test/helpers/packet-builder.ts'
 import { RawClient } from '../test/helpers/raw-client.ts'
 
@@ -37,7 +37,7 @@ async function roundTrip(port: number): Promise<void> {
   }
 }
 
-await using broker = await BrokerProcess.start({ VMQTT_LOG_LEVEL: 'error' }).then(({ broker, port }) => Object.assign(broker, { port }))
+await using broker = await BrokerProcess.start(FUZZ_ENV).then(({ broker, port }) => Object.assign(broker, { port }))
 const port = broker.port
 // warm-up: the first cases bring in the JIT, the codec paths and the buffers every run uses
 const warm = Math.min(2000, Math.ceil(cases / 20))

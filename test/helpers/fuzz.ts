@@ -188,6 +188,13 @@ export function fuzzCase(seed: number, n: number): FuzzCase {
   return { version, chunks: chunks.filter((c) => c.length > 0) }
 }
 
+/**
+ * Broker settings for fuzz runs: errors only in the log, and sessions that expire within 5 s
+ * (v5 clients ask for up to 0xFFFFFFFF, mutated v3 client ids with clean session 0 would never
+ * expire), so the state fuzz clients legitimately create stays bounded and RSS growth shows leaks.
+ */
+export const FUZZ_ENV: Record<string, string> = { VMQTT_LOG_LEVEL: 'error', VMQTT_LIMITS_MAX_SESSION_EXPIRY: '5', VMQTT_SESSION_V3_EXPIRY: '5' }
+
 export type CaseOutcome = 'closed' | 'timeout' | 'unreachable'
 
 /**

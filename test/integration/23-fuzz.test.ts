@@ -11,7 +11,7 @@
  */
 import { expect, test } from 'bun:test'
 import mqtt from 'mqtt'
-import { BrokerProcess, runFuzz } from '../helpers/fuzz.ts'
+import { BrokerProcess, FUZZ_ENV, runFuzz } from '../helpers/fuzz.ts'
 
 const SEED = Number(process.env.VMQTT_FUZZ_SEED ?? 0xf022)
 const CASES = 4000
@@ -26,7 +26,7 @@ const WARM_UP = 500
 const MAX_GROWTH = 48 * 1024 * 1024
 
 test(`${CASES} fuzzed connections (seed ${SEED}): no crash, no internal error, every connection closed, a normal client still served, RSS bounded`, async () => {
-  const { broker, port } = await BrokerProcess.start({ VMQTT_LOG_LEVEL: 'error' })
+  const { broker, port } = await BrokerProcess.start(FUZZ_ENV)
   await using _ = broker
   // warm-up (other case numbers than the run): JIT, codec paths and pools settle before measuring
   await runFuzz(port, { seed: SEED, cases: WARM_UP, first: CASES })
