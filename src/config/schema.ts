@@ -33,6 +33,27 @@ export const ConfigSchema = v.strictObject({
     /** New connections per second allowed from one IP address (0 = no limit). */
     connectRatePerAddress: int(0, 10_000_000, 0),
   }), {}),
+  ws: v.optional(v.strictObject({
+    /** Interface of the MQTT-over-WebSocket listener (also used by wss). */
+    host: str('0.0.0.0'),
+    /** MQTT over WebSocket port; 0 picks a free port, "off" disables the listener. */
+    port: port(8083),
+    /** URL path that accepts MQTT WebSocket upgrades. */
+    path: v.optional(v.pipe(v.string(), v.startsWith('/', 'a path starting with /')), '/mqtt'),
+    /** Also serve the admin API (health, /api) on the WebSocket listeners, for a single-port gateway. */
+    admin: bool(false),
+    /** Proxies (IPs or CIDRs) whose X-Forwarded-For header names the client address; empty = trust none. */
+    trustedProxies: v.optional(v.array(v.string()), []),
+  }), {}),
+  wss: v.optional(v.strictObject({
+    /** MQTT over secure WebSocket port (uses the tls.* certificate options); on when tls.cert is set. */
+    port: port(8084),
+  }), {}),
+  quic: v.optional(v.strictObject({
+    host: str('0.0.0.0'),
+    /** MQTT over QUIC UDP port (ALPN mqtt, TLS 1.3 with the tls.* certificate options); on when tls.cert is set. */
+    port: port(14567),
+  }), {}),
   tls: v.optional(v.strictObject({
     host: str('0.0.0.0'),
     /** MQTT over TLS port; the listener is on when a certificate is set. 0 = any free port. */
