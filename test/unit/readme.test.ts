@@ -10,7 +10,7 @@ test('the README documents every configuration key with its environment variable
   for (const [section, keys] of Object.entries(defaults())) {
     for (const [key, value] of Object.entries(keys as Record<string, unknown>)) {
       const row = readme.split("\n").find((l) => l.startsWith(`| \`${envName(section, key)}\``))
-      const shown = value === '' ? '(not set)' : `\`${String(value)}\``
+      const shown = String(value) === '' ? '(not set)' : `\`${String(value)}\``
       if (row === undefined || !row.includes(`\`${section}.${key}\``) || !row.includes(shown)) {
         missing.push(`${envName(section, key)} (${section}.${key} = ${String(value)})`)
       }
