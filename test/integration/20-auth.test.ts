@@ -12,7 +12,7 @@ import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { SignJWT } from 'jose'
+import { exportJWK, exportSPKI, generateKeyPair, SignJWT } from 'jose'
 import type { IAuthPacket, IConnackPacket, IPublishPacket, IPubackPacket, ISubackPacket } from 'mqtt-packet'
 import { addOrUpdateUser } from '../../src/auth/password-file.ts'
 import { encodeScramCredentials, scramCredentials } from '../../src/auth/scram.ts'
@@ -230,6 +230,37 @@ describe('JWT (HS256, VMQTT_AUTH_JWT_SECRET)', () => {
     await c.close()
     expect(await codeOf(br.port, { version: 4, username: 'dave', password: await token({ sub: 'carol' }) })).toBe(4)
   })
+})
+
+describe('JWT with public keys (VMQTT_AUTH_JWT_PUBLIC_KEY, VMQTT_AUTH_JWT_JWKS)', () => {
+  for (const version of VERSIONS) {
+    test(`v${version}: RS256 with a PEM key and ES256 from a JWKS file; audience checked; the HS256 "public key as secret" trick refused`, async () => {
+      const rsa = await generateKeyPair('RS256', { extractable: true })
+      const ec = await generateKeyPair('ES256', { extractable: true })
+      const pem = tempFile('rsa.pem', await exportSPKI(rsa.publicKey))
+      const jwks = tempFile('keys.json', JSON.stringify({ keys: [{ ...(await exportJWK(ec.publicKey)), kid: 'ec-1', alg: 'ES256', use: 'sig' }] }))
+      const sign = (alg: string, key: CryptoKey | Uint8Array, o: { aud?: string; kid?: string } = {}) => {
+        const t = new SignJWT({}).setProtectedHeader({ alg, ...(o.kid ? { kid: o.kid } : {}) }).setSubject('dave').setExpirationTime('1h')
+        if (o.aud !== undefined) t.setAudience(o.aud)
+        return t.sign(key)
+      }
+      {
+        await using br = await startBroker({ VMQTT_AUTH_JWT_PUBLIC_KEY: pem, VMQTT_AUTH_JWT_AUDIENCE: 'mqtt', ...NO_DELAY })
+        expect(await codeOf(br.port, jwtConnect(version, await sign('RS256', rsa.privateKey, { aud: 'mqtt' }), 'dave'))).toBe(0)
+        expect(await codeOf(br.port, jwtConnect(version, await sign('RS256', rsa.privateKey, { aud: 'other' }), 'dave'))).toBe(BAD_CREDENTIALS[version])
+        const otherRsa = await generateKeyPair('RS256')
+        expect(await codeOf(br.port, jwtConnect(version, await sign('RS256', otherRsa.privateKey, { aud: 'mqtt' }), 'dave'))).toBe(BAD_CREDENTIALS[version])
+        // algorithm confusion: an HS256 token whose secret is the public key PEM
+        const confused = await sign('HS256', new TextEncoder().encode(readFileSync(pem, 'utf8')), { aud: 'mqtt' })
+        expect(await codeOf(br.port, jwtConnect(version, confused, 'dave'))).toBe(BAD_CREDENTIALS[version])
+      }
+      {
+        await using br = await startBroker({ VMQTT_AUTH_JWT_JWKS: jwks, ...NO_DELAY })
+        expect(await codeOf(br.port, jwtConnect(version, await sign('ES256', ec.privateKey, { kid: 'ec-1' }), 'dave'))).toBe(0)
+        expect(await codeOf(br.port, jwtConnect(version, await sign('ES256', ec.privateKey, { kid: 'unknown' }), 'dave'))).toBe(BAD_CREDENTIALS[version])
+      }
+    })
+  }
 })
 
 describe('chain order', () => {
