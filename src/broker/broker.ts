@@ -157,7 +157,7 @@ export class Broker {
 
   /** A new socket: refused at once (closed unread) over the per-address limits, else a Connection. */
   accept(socket: MqttSocket, listener = 'mqtt'): ConnectionSink {
-    const entry = admitAddress(this, socket.remoteAddress, listener)
+    const entry = admitAddress(this, socket, listener)
     if (entry === false) {
       try { socket.end() } catch { /* already closed */ }
       return REFUSED

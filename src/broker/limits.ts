@@ -87,11 +87,12 @@ function normalise(address: string): string {
  * per-address limits are off (or the address table is full), or false when it must be refused:
  * the refusal is logged (warn) and audited ('kick') at most once per address per second.
  */
-export function admitAddress(broker: Broker, rawAddress: string, listener: string): AddressEntry | null | false {
+export function admitAddress(broker: Broker, socket: { readonly remoteAddress: string }, listener: string): AddressEntry | null | false {
   const { maxConnectionsPerAddress: max, connectRatePerAddress: rate } = broker.config.mqtt
   if (max === 0 && rate === 0) return null
   const lim = limitsOf(broker)
-  const address = normalise(rawAddress ?? '')
+  // read only here: each read of a Bun socket's remoteAddress makes a string
+  const address = normalise(socket.remoteAddress ?? '')
   const now = Date.now()
   let e = lim.addresses.get(address)
   if (e === undefined) {
