@@ -1,3 +1,4 @@
+import { createAdminApp } from '../admin/app.ts'
 import { Security } from '../auth/security.ts'
 import type { Config } from '../config/schema.ts'
 import type { Message } from '../codec/message.ts'
@@ -12,6 +13,7 @@ import { TopicTree } from '../topic/topic-tree.ts'
 import { TopicTrie } from '../topic/trie.ts'
 import { listenTcp } from '../transport/tcp.ts'
 import { listenTls } from '../transport/tls.ts'
+import { listenWs } from '../transport/websocket.ts'
 import type { ConnectionSink, Listener, MqttSocket } from '../transport/types.ts'
 import type { EnhancedAuth } from './auth-hooks.ts'
 import { GroupCommit, type CommitResult } from './commit.ts'
@@ -132,6 +134,23 @@ export class Broker {
       const l = listenTls({ ...tls, port: tls.port, log: this.log }, (socket) => this.accept(socket, 'mqtts'))
       this.listeners.push(l)
       this.log.info('mqtt listening', { transport: 'tls', host: tls.host, port: l.port, clientCert: tls.clientCert })
+    }
+    const ws = this.config.ws
+    const wsOpts = {
+      host: ws.host, path: ws.path, maxPacketSize: this.config.limits.maxPacketSize, trustedProxies: ws.trustedProxies, log: this.log,
+      ...(ws.admin ? { adminFetch: createAdminApp(this).fetch } : {}),
+    }
+    if (ws.port !== 'off') {
+      const l = listenWs({ ...wsOpts, port: ws.port }, (socket) => this.accept(socket, 'ws'))
+      this.listeners.push(l)
+      this.log.info('mqtt listening', { transport: 'ws', host: ws.host, port: l.port, path: ws.path })
+    }
+    const wss = this.config.wss
+    if (tls.cert !== '' && wss.port !== 'off') {
+      const l = listenWs({ ...wsOpts, port: wss.port, tls }, (socket) => this.accept(socket, 'wss'))
+      this.listeners.push(l)
+      this.log.info('mqtt listening', { transport: 'wss', host: ws.host, port: l.port, path: ws.path, clientCert: tls.clientCert })
+      if (tls.identity !== 'off') this.log.warn('tls.identity does not apply on wss (the WebSocket server cannot read client certificates): wss clients need another authenticator', { listener: 'wss' })
     }
     this.#timers.push(setInterval(() => { sweep(this); this.touch() }, 500))
     if (this.config.sys.interval > 0) {
