@@ -283,6 +283,38 @@ describe('ws: write contract', () => {
   })
 })
 
+describe('ws: end', () => {
+  test('end() on a client that does not read closes the connection at once (a close frame would wait behind the unread bytes)', async () => {
+    let sock: WsSocket | null = null
+    let closed = () => {}
+    const l = listenWs({ host: '127.0.0.1', port: 0, path: '/mqtt', maxPacketSize: 1 << 20, trustedProxies: [], log: silent },
+      (s) => { sock = s as WsSocket; return { data() {}, drain() {}, close: () => closed() } })
+    try {
+      const r = await httpRaw(l.port, upgradeHead('/mqtt', ['Sec-WebSocket-Protocol: mqtt']))
+      r.sock.pause()
+      const chunk = new Uint8Array(64 * 1024)
+      let written = 0
+      for (let n = 1; n > 0; written += n) n = sock!.write(chunk)
+      const gone = new Promise<void>((resolve, reject) => {
+        closed = resolve
+        setTimeout(() => reject(new Error('the connection was still open 2 s after end()')), 2000)
+      })
+      sock!.end()
+      await gone
+      // the client never gets what Bun still held: the socket was cut, not closed after a flush
+      let received = 0
+      r.sock.on('data', (d: Buffer) => { received += d.length })
+      r.sock.on('error', () => {})
+      const eof = new Promise((resolve) => r.sock.once('close', resolve))
+      r.sock.resume()
+      await eof
+      expect(received).toBeLessThan(written)
+    } finally {
+      l.stop(true)
+    }
+  })
+})
+
 describe('ws: bad input', () => {
   test('[MQTT-3.3.1-4] v5: PUBLISH with QoS 3 → DISCONNECT 0x81 then close; garbage as the first packet → closed; the broker keeps serving', async () => {
     await using tb = await startBroker(WS_ENV)
