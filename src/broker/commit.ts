@@ -23,6 +23,11 @@ export class GroupCommit {
     this.#broker = broker
   }
 
+  /** Nothing uncommitted and nobody waiting: an acknowledgement may go out now. */
+  get idle(): boolean {
+    return !this.#broker.store.pending && this.#waiters.length === 0
+  }
+
   /** Runs fn after the writes made so far are durable (or failed to be). */
   after(fn: Waiter): void {
     if (!this.#broker.store.pending && this.#waiters.length === 0) {

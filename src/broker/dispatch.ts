@@ -17,7 +17,11 @@ const PINGREQ = 12, DISCONNECT = 14, AUTH = 15
 export function dispatch(conn: Connection, header: number, buf: Buffer, start: number, end: number, owned = false): void | Promise<void> {
   const type = header >> 4
   // the hot path: a PUBLISH on an open connection needs no view of its body
-  if (type === PUBLISH && conn.state === 'connected') return handlePublish(conn, header, buf, start, end, owned)
+  // the hot paths: PUBLISH and acks on an open connection need no view of their body
+  if (conn.state === 'connected') {
+    if (type === PUBLISH) return handlePublish(conn, header, buf, start, end, owned)
+    if (type >= PUBACK && type <= PUBCOMP) return handleAck(conn, header, buf, start, end)
+  }
   const body = buf.subarray(start, end)
   if (conn.state === 'new') {
     // [MQTT-3.1.0-1] the first packet from the client must be CONNECT
@@ -41,7 +45,7 @@ export function dispatch(conn: Connection, header: number, buf: Buffer, start: n
   }
   switch (type) {
     case PUBLISH: return handlePublish(conn, header, buf, start, end, owned)
-    case PUBACK: case PUBACK + 1: case PUBACK + 2: case PUBCOMP: return handleAck(conn, header, body)
+    case PUBACK: case PUBACK + 1: case PUBACK + 2: case PUBCOMP: return handleAck(conn, header, buf, start, end)
     case SUBSCRIBE: return handleSubscribe(conn, decodePacket(header, body, conn.version))
     case UNSUBSCRIBE: return handleUnsubscribe(conn, decodePacket(header, body, conn.version))
     case PINGREQ:

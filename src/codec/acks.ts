@@ -17,28 +17,34 @@ export interface InAck {
 const PUBACK_CODES = new Set([0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99])
 const PUBREL_CODES = new Set([0x00, 0x92])
 
-export function decodeAck(header: number, body: Buffer, v5: boolean): InAck {
+export function decodeAck(header: number, body: Buffer, v5: boolean, start = 0, end = body.length, out?: InAck): InAck {
   const type = header >> 4
   const name = ['', '', '', '', 'PUBACK', 'PUBREC', 'PUBREL', 'PUBCOMP'][type]
   // [MQTT-3.6.1-1] PUBREL has flags 0010; [MQTT-2.2.2-1] the others 0000
   if ((header & 0x0f) !== (type === PUBREL ? 2 : 0)) {
     throw new MqttError(RC.MALFORMED_PACKET, `${name} with invalid fixed header flags`)
   }
-  if (body.length < 2 || (!v5 && body.length !== 2)) {
-    throw new MqttError(RC.MALFORMED_PACKET, `${name} with remaining length ${body.length}`)
+  // the body is body[start, end): no view of it is made on the hot path
+  const len = end - start
+  if (len < 2 || (!v5 && len !== 2)) {
+    throw new MqttError(RC.MALFORMED_PACKET, `${name} with remaining length ${len}`)
   }
-  const packetId = (body[0]! << 8) | body[1]!
+  const packetId = (body[start]! << 8) | body[start + 1]!
   if (packetId === 0) throw new MqttError(RC.MALFORMED_PACKET, `${name} with packet identifier 0`)
   let reason = 0
-  if (v5 && body.length > 2) {
-    reason = body[2]!
+  if (v5 && len > 2) {
+    reason = body[start + 2]!
     const ok = type === PUBREL || type === PUBCOMP ? PUBREL_CODES.has(reason) : PUBACK_CODES.has(reason)
     if (!ok) throw new MqttError(RC.MALFORMED_PACKET, `${name} with invalid reason code 0x${reason.toString(16)}`)
-    if (body.length > 3) {
-      checkAckProps(body, name!)
+    if (len > 3) {
+      checkAckProps(body.subarray(start, end), name!)
     }
   }
-  return { type, packetId, reason }
+  if (out === undefined) return { type, packetId, reason }
+  out.type = type
+  out.packetId = packetId
+  out.reason = reason
+  return out
 }
 
 /** Ack properties may only be Reason String (0x1F, once) and User Properties (0x26). */

@@ -98,6 +98,13 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
     s.addQos2(id)
     if (s.store !== null) s.store.addInboundQos2(s.clientId, id)
   }
+  if (broker.commits.idle) {
+    // nothing to make durable (memory store, or no persistent subscriber): acknowledge now,
+    // without a closure; a QoS 2 message stays counted until PUBCOMP (ack.ts)
+    if (qos === 2) conn.unackedIn++
+    conn.send(encodeAck(type, id, reason, conn.v5))
+    return
+  }
   conn.unackedIn++
   // the durability contract: PUBACK / PUBREC only after the message is committed
   broker.afterCommit((r) => {
