@@ -54,7 +54,7 @@ export async function startVmqtt(name: string, binary: boolean, o: StartOptions 
   const spawnedAt = performance.now()
   const child = track(Bun.spawn(pinned(cmd, o.core ?? null), {
     env: {
-      ...process.env, VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_ADMIN_PORT: 'off',
+      ...process.env, VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_WSS_PORT: 'off', VMQTT_QUIC_PORT: 'off', VMQTT_ADMIN_PORT: 'off',
       VMQTT_SYS_INTERVAL: '0', VMQTT_LOG_LEVEL: 'info', VMQTT_DATA_DIR: dir, ...store, ...o.env,
     },
     stdin: 'ignore', stdout: 'pipe', stderr: 'inherit',

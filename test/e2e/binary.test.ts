@@ -46,7 +46,7 @@ test('the compiled binary runs from another directory with env config and serves
   const cwd = mkdtempSync(join(work, 'run-'))
   const child = Bun.spawn([binary], {
     cwd,
-    env: { PATH: process.env.PATH ?? '', VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_ADMIN_PORT: 'off', VMQTT_DATA_DIR: join(cwd, 'data') },
+    env: { PATH: process.env.PATH ?? '', VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_WSS_PORT: 'off', VMQTT_QUIC_PORT: 'off', VMQTT_ADMIN_PORT: 'off', VMQTT_DATA_DIR: join(cwd, 'data') },
     stdout: 'pipe', stderr: 'pipe',
   })
   try {

@@ -259,7 +259,7 @@ export class BrokerProcess implements AsyncDisposable {
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('VMQTT_') && v !== undefined) base[k] = v
     this.proc = Bun.spawn([process.execPath, 'src/main.ts'], {
       cwd: ROOT,
-      env: { ...base, VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_ADMIN_PORT: 'off', VMQTT_SYS_INTERVAL: '0', VMQTT_DATA_STORE: 'memory', ...env },
+      env: { ...base, VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_WSS_PORT: 'off', VMQTT_QUIC_PORT: 'off', VMQTT_ADMIN_PORT: 'off', VMQTT_SYS_INTERVAL: '0', VMQTT_DATA_STORE: 'memory', ...env },
       stdin: 'ignore', stdout: 'pipe', stderr: 'pipe',
     })
     void readLogLines(this.proc.stdout, this.lines, () => {})

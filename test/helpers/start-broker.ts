@@ -15,7 +15,7 @@ export interface TestBroker extends AsyncDisposable {
 export async function startBroker(env: Record<string, string> = {}, opts: BrokerOptions = {}): Promise<TestBroker> {
   const config = loadConfig({
     env: {
-      VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_ADMIN_PORT: 'off',
+      VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_WSS_PORT: 'off', VMQTT_QUIC_PORT: 'off', VMQTT_ADMIN_PORT: 'off',
       VMQTT_LOG_LEVEL: process.env.VMQTT_TEST_LOG ?? 'silent', VMQTT_SYS_INTERVAL: '0', VMQTT_DATA_STORE: 'memory', ...env,
     },
   })

@@ -91,7 +91,7 @@ export async function runTorture(o: TortureOptions): Promise<TortureReport> {
   const signal = new Signal()
   const dir = o.dataDir ?? mkdtempSync(join(tmpdir(), 'vmqtt-torture-'))
   const env = {
-    VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_ADMIN_PORT: 'off', VMQTT_SYS_INTERVAL: '0',
+    VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_WSS_PORT: 'off', VMQTT_QUIC_PORT: 'off', VMQTT_ADMIN_PORT: 'off', VMQTT_SYS_INTERVAL: '0',
     VMQTT_DATA_DIR: dir, VMQTT_DATA_STORE: o.store ?? 'sqlite', VMQTT_DATA_DURABILITY: durability,
     VMQTT_LOG_LEVEL: 'info', VMQTT_LIMITS_MAX_INFLIGHT: '100', VMQTT_LIMITS_MAX_QUEUED_MESSAGES: '10000000', ...o.env,
   }

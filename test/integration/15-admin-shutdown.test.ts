@@ -39,7 +39,7 @@ class Cli {
     this.proc = Bun.spawn([process.execPath, 'src/main.ts', ...args], {
       cwd: ROOT,
       env: {
-        ...baseEnv(), VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_ADMIN_PORT: '0', VMQTT_MQTT_HOST: '127.0.0.1',
+        ...baseEnv(), VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_WSS_PORT: 'off', VMQTT_QUIC_PORT: 'off', VMQTT_ADMIN_PORT: '0', VMQTT_MQTT_HOST: '127.0.0.1',
         VMQTT_ADMIN_HOST: '127.0.0.1', VMQTT_DATA_DIR: this.dataDir, ...env,
       },
       stdin: 'ignore', stdout: 'pipe', stderr: 'pipe',

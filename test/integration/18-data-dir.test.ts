@@ -30,7 +30,7 @@ function tempDir(): { path: string } & Disposable {
 function config(dataDir: string) {
   return loadConfig({
     env: {
-      VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_ADMIN_PORT: 'off', VMQTT_LOG_LEVEL: 'silent',
+      VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_WSS_PORT: 'off', VMQTT_QUIC_PORT: 'off', VMQTT_ADMIN_PORT: 'off', VMQTT_LOG_LEVEL: 'silent',
       VMQTT_SYS_INTERVAL: '0', VMQTT_DATA_STORE: 'sqlite', VMQTT_DATA_DIR: dataDir,
     },
   })
@@ -70,7 +70,7 @@ class Cli implements AsyncDisposable {
   constructor(dataDir: string, env: Record<string, string> = {}) {
     this.proc = Bun.spawn([process.execPath, 'src/main.ts'], {
       cwd: ROOT,
-      env: { ...baseEnv(), VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_ADMIN_PORT: 'off', VMQTT_SYS_INTERVAL: '0', VMQTT_DATA_DIR: dataDir, ...env },
+      env: { ...baseEnv(), VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_WSS_PORT: 'off', VMQTT_QUIC_PORT: 'off', VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_ADMIN_PORT: 'off', VMQTT_SYS_INTERVAL: '0', VMQTT_DATA_DIR: dataDir, ...env },
       stdin: 'ignore', stdout: 'pipe', stderr: 'pipe',
     })
     this.stderr = new Response(this.proc.stderr).text()

@@ -388,7 +388,7 @@ describe('certificate reload', () => {
 describe('start-up errors', () => {
   async function startError(env: Record<string, string>): Promise<string> {
     const config = loadConfig({ env: {
-      VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_ADMIN_PORT: 'off', VMQTT_LOG_LEVEL: 'silent',
+      VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_WSS_PORT: 'off', VMQTT_QUIC_PORT: 'off', VMQTT_ADMIN_PORT: 'off', VMQTT_LOG_LEVEL: 'silent',
       VMQTT_SYS_INTERVAL: '0', VMQTT_DATA_STORE: 'memory', ...env,
     } })
     const broker = createBroker(config)

@@ -116,7 +116,7 @@ test('SIGHUP re-reads the files without a restart', async () => {
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('VMQTT_') && v !== undefined) env[k] = v
   const proc = Bun.spawn([process.execPath, 'src/main.ts'], {
     cwd: ROOT, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe',
-    env: { ...env, VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_ADMIN_PORT: 'off', VMQTT_DATA_STORE: 'memory', VMQTT_SYS_INTERVAL: '0', VMQTT_ACL_FILE: acl },
+    env: { ...env, VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_WSS_PORT: 'off', VMQTT_QUIC_PORT: 'off', VMQTT_ADMIN_PORT: 'off', VMQTT_DATA_STORE: 'memory', VMQTT_SYS_INTERVAL: '0', VMQTT_ACL_FILE: acl },
   })
   const lines: Record<string, unknown>[] = []
   let wake = () => {}
