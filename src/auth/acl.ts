@@ -42,11 +42,9 @@
  *     allow all                     subscribe  sensors/#
  */
 import { BlockList, isIP } from 'node:net'
-import { readFileSync, watch } from 'node:fs'
-import type { FSWatcher } from 'node:fs'
-import { dirname } from 'node:path'
 import { topicFilterError } from '../topic/validate.ts'
 import type { AclRequest, ClientAcl, Decision } from './types.ts'
+import { readText, WatchedFile, type WatchedFileOptions } from './watched-file.ts'
 
 export type AclWho =
   | { kind: 'user'; name: string }
@@ -117,14 +115,6 @@ export function parseAcl(text: string, path: string): AclRules {
 /** Reads and parses a rules file; throws naming the file, the line and what is wrong. */
 export function loadAcl(path: string): AclRules {
   return parseAcl(readText(path), path)
-}
-
-function readText(path: string): string {
-  try {
-    return readFileSync(path, 'utf8')
-  } catch (e) {
-    throw new Error(`${path}: cannot read: ${(e as Error).message}`)
-  }
 }
 
 function filterError(filter: string): string | null {
@@ -311,88 +301,36 @@ export function authorizeClientAcl(acl: ClientAcl, req: AclRequest): Decision {
   return 'deny'
 }
 
-export interface AclFileOptions {
-  /** Re-read the file when it changes (default true). */
-  watch?: boolean
-  /** Called when a re-read after a change fails; the previous rules stay in force. */
-  onError?: (message: string) => void
+export interface AclFileOptions extends WatchedFileOptions {
   /** Called after a re-read (change or reload()) replaced the rules. */
   onReload?: (rules: AclRules) => void
-  /** Quiet period after the last change event before re-reading, in ms (default 100). */
-  debounceMs?: number
 }
 
 /** A rules file kept current: re-read on change and on reload(); a bad version is not applied. */
 export class AclFile {
   readonly path: string
-  #rules: AclRules
-  /** The text last read (null after a failed read), to skip events that changed nothing. */
-  #lastText: string | null
-  #options: AclFileOptions
-  #watcher: FSWatcher | null = null
-  #timer: ReturnType<typeof setTimeout> | null = null
+  #file: WatchedFile<AclRules>
 
   /** Loads the file (throws naming file and line when invalid) and starts watching. */
   constructor(path: string, options: AclFileOptions = {}) {
     this.path = path
-    this.#options = options
-    this.#lastText = readText(path)
-    this.#rules = parseAcl(this.#lastText, path)
-    if (options.watch !== false) this.#watch()
+    this.#file = new WatchedFile(path, 'rules', parseAcl, (rules) => options.onReload?.(rules), options)
   }
 
   get rules(): AclRules {
-    return this.#rules
+    return this.#file.value
   }
 
   authorize(req: AclRequest): Decision {
-    return authorize(this.#rules, req)
+    return authorize(this.#file.value, req)
   }
 
   /** Re-reads the file now. Throws (naming file and line) when invalid; the old rules stay. */
   reload(): void {
-    this.#apply(readText(this.path))
+    this.#file.reload()
   }
 
   close(): void {
-    if (this.#timer !== null) clearTimeout(this.#timer)
-    this.#timer = null
-    this.#watcher?.close()
-    this.#watcher = null
-  }
-
-  #apply(text: string): void {
-    this.#lastText = text
-    this.#rules = parseAcl(text, this.path)
-    this.#options.onReload?.(this.#rules)
-  }
-
-  /** Watches the directory so that a file replaced by rename (editors, symlink swaps) is seen. */
-  #watch(): void {
-    const onEvent = () => {
-      if (this.#timer !== null) clearTimeout(this.#timer)
-      this.#timer = setTimeout(() => this.#changed(), this.#options.debounceMs ?? 100)
-      this.#timer.unref?.()
-    }
-    this.#watcher = watch(dirname(this.path), { persistent: false }, onEvent)
-    this.#watcher.on('error', (e: Error) => this.#options.onError?.(`${this.path}: cannot watch: ${e.message}`))
-  }
-
-  #changed(): void {
-    this.#timer = null
-    let text: string
-    try {
-      text = readText(this.path)
-    } catch (e) {
-      this.#options.onError?.(`${(e as Error).message}; keeping the previous rules`)
-      this.#lastText = null
-      return
-    }
-    if (text === this.#lastText) return
-    try {
-      this.#apply(text)
-    } catch (e) {
-      this.#options.onError?.(`${(e as Error).message}; keeping the previous rules`)
-    }
+    this.#file.close()
   }
 }

@@ -17,10 +17,10 @@
  * a user in the file, result discarded), so the time taken does not reveal which users exist.
  */
 import { decodeScramCredentials, encodeScramCredentials, scramCredentials, type ScramCredentials } from './scram.ts'
-import { closeSync, existsSync, fchmodSync, fsyncSync, openSync, readFileSync, realpathSync, renameSync, rmSync, statSync, watch, writeFileSync } from 'node:fs'
-import type { FSWatcher } from 'node:fs'
+import { closeSync, existsSync, fchmodSync, fsyncSync, openSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import type { AuthRequest, AuthResult, Authenticator } from './types.ts'
+import { readText, WatchedFile, type WatchedFileOptions } from './watched-file.ts'
 
 /** CONNACK reason: Bad User Name or Password. */
 const BAD_USER_OR_PASSWORD = 0x86
@@ -77,56 +77,34 @@ export function loadPasswordFile(path: string): Map<string, string> {
   return parsePasswordFile(readText(path), path)
 }
 
-function readText(path: string): string {
-  try {
-    return readFileSync(path, 'utf8')
-  } catch (e) {
-    throw new Error(`${path}: cannot read: ${(e as Error).message}`)
-  }
-}
-
-export interface PasswordFileOptions {
-  /** Re-read the file when it changes (default true). */
-  watch?: boolean
-  /** Called when a re-read after a change fails; the previous users stay in force. */
-  onError?: (message: string) => void
+export interface PasswordFileOptions extends WatchedFileOptions {
   /** Called after a re-read (change or reload()) replaced the users. */
   onReload?: (users: number) => void
-  /** Quiet period after the last change event before re-reading, in ms (default 100). */
-  debounceMs?: number
 }
 
 export class PasswordFileAuthenticator implements Authenticator {
   readonly name = 'password-file'
   readonly path: string
-  #users: Map<string, string>
-  /** The text last read (null after a failed read), to skip events that changed nothing. */
-  #lastText: string | null
-  #options: PasswordFileOptions
-  #watcher: FSWatcher | null = null
-  #timer: ReturnType<typeof setTimeout> | null = null
+  #file: WatchedFile<Map<string, string>>
 
   /** Loads the file (throws naming the file and line when it is invalid) and starts watching. */
   constructor(path: string, options: PasswordFileOptions = {}) {
     this.path = path
-    this.#options = options
-    this.#lastText = readText(path)
-    this.#users = parsePasswordFile(this.#lastText, path)
-    if (options.watch !== false) this.#watch()
+    this.#file = new WatchedFile(path, 'users', parsePasswordFile, (users) => options.onReload?.(users.size), options)
   }
 
   get size(): number {
-    return this.#users.size
+    return this.#file.value.size
   }
 
   has(user: string): boolean {
-    return this.#users.has(user)
+    return this.#file.value.has(user)
   }
 
   async authenticate(req: AuthRequest): Promise<AuthResult> {
     const user = req.username
     if (user === undefined) return { decision: 'defer', detail: 'no username' }
-    const hash = this.#users.get(user)
+    const hash = this.#file.value.get(user)
     const password = req.password
     if (password === undefined || password.length === 0) {
       // no verification on either path, so both answer at once
@@ -145,16 +123,12 @@ export class PasswordFileAuthenticator implements Authenticator {
 
   /** Re-reads the file now. Throws (naming file and line) when invalid; the old users stay. */
   reload(): void {
-    const text = readText(this.path)
-    this.#apply(text)
+    this.#file.reload()
   }
 
   /** Stops watching the file. */
   close(): void {
-    if (this.#timer !== null) clearTimeout(this.#timer)
-    this.#timer = null
-    this.#watcher?.close()
-    this.#watcher = null
+    this.#file.close()
   }
 
   async #verify(password: Buffer, hash: string): Promise<boolean> {
@@ -166,49 +140,8 @@ export class PasswordFileAuthenticator implements Authenticator {
   }
 
   #dummyHash(): string {
-    for (const hash of this.#users.values()) return hash
+    for (const hash of this.#file.value.values()) return hash
     return FALLBACK_DUMMY_HASH
-  }
-
-  #apply(text: string): void {
-    this.#lastText = text
-    this.#users = parsePasswordFile(text, this.path)
-    this.#options.onReload?.(this.#users.size)
-  }
-
-  /**
-   * Watches the directory, not the file: editors and addOrUpdateUser replace the file by
-   * rename, which a watch on the old inode would miss. Every event in the directory (also a
-   * swapped symlink, as Kubernetes mounts do) schedules a debounced re-read, which does
-   * nothing when the text is unchanged.
-   */
-  #watch(): void {
-    const onEvent = () => {
-      if (this.#timer !== null) clearTimeout(this.#timer)
-      this.#timer = setTimeout(() => this.#changed(), this.#options.debounceMs ?? 100)
-      this.#timer.unref?.()
-    }
-    this.#watcher = watch(dirname(this.path), { persistent: false }, onEvent)
-    this.#watcher.on('error', (e: Error) => this.#options.onError?.(`${this.path}: cannot watch: ${e.message}`))
-  }
-
-  #changed(): void {
-    this.#timer = null
-    let text: string
-    try {
-      text = readText(this.path)
-    } catch (e) {
-      // e.g. deleted, or mid-replace: keep the users; the next event retries
-      this.#options.onError?.(`${(e as Error).message}; keeping the previous users`)
-      this.#lastText = null
-      return
-    }
-    if (text === this.#lastText) return
-    try {
-      this.#apply(text)
-    } catch (e) {
-      this.#options.onError?.(`${(e as Error).message}; keeping the previous users`)
-    }
   }
 }
 

@@ -3,10 +3,10 @@
  * challenge and CONNACK, and re-authentication, with a client written here on node:crypto.
  */
 import { describe, expect, test } from 'bun:test'
-import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto'
 import type { IAuthPacket, IConnackPacket, IDisconnectPacket } from 'mqtt-packet'
 import { scramCredentials, ScramSha256Auth } from '../../src/auth/scram.ts'
 import * as b from '../helpers/packet-builder.ts'
+import { scramClient } from '../helpers/scram-client.ts'
 import { RawClient } from '../helpers/raw-client.ts'
 import { startBroker } from '../helpers/start-broker.ts'
 
@@ -14,26 +14,6 @@ const METHOD = 'SCRAM-SHA-256'
 const alice = scramCredentials('wonderland')
 const opts = () => ({ authMethods: new Map([[METHOD, new ScramSha256Auth({ lookup: (u: string) => (u === 'alice' ? alice : undefined) })]]) })
 
-/** RFC 5802 client side, independent of src/auth/scram.ts. */
-function scramClient(user: string, password: string, gs2 = 'n,,') {
-  const bare = `n=${user},r=${randomBytes(18).toString('base64')}`
-  let expected = ''
-  return {
-    first: gs2 + bare,
-    final(serverFirst: string): string {
-      const f = Object.fromEntries(serverFirst.split(',').map((a) => [a[0], a.slice(2)]))
-      const salted = pbkdf2Sync(password, Buffer.from(f.s!, 'base64'), Number(f.i), 32, 'sha256')
-      const mac = (k: Buffer, t: string) => createHmac('sha256', k).update(t).digest()
-      const clientKey = mac(salted, 'Client Key')
-      const withoutProof = `c=${Buffer.from(gs2).toString('base64')},r=${f.r}`
-      const authMessage = `${bare},${serverFirst},${withoutProof}`
-      const sig = mac(createHash('sha256').update(clientKey).digest(), authMessage)
-      expected = `v=${mac(mac(salted, 'Server Key'), authMessage).toString('base64')}`
-      return `${withoutProof},p=${Buffer.from(clientKey.map((x, i) => x ^ sig[i]!)).toString('base64')}`
-    },
-    serverFinal: () => expected,
-  }
-}
 
 /** CONNECT with client-first, answer the AUTH challenge; returns the CONNACK. */
 async function handshake(c: RawClient, scram: ReturnType<typeof scramClient>, connect: b.ConnectOpts = {}): Promise<IConnackPacket> {

@@ -8,7 +8,6 @@
  * VMQTT_AUTH_FAIL_DELAY=0 so that refusals come back at once.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -17,8 +16,10 @@ import type { IAuthPacket, IConnackPacket, IPublishPacket, IPubackPacket, ISubac
 import { addOrUpdateUser } from '../../src/auth/password-file.ts'
 import { encodeScramCredentials, scramCredentials } from '../../src/auth/scram.ts'
 import * as b from '../helpers/packet-builder.ts'
+import { scramClient } from '../helpers/scram-client.ts'
 import { RawClient } from '../helpers/raw-client.ts'
 import { startBroker } from '../helpers/start-broker.ts'
+import { until } from '../helpers/until.ts'
 
 type V = 4 | 5
 const VERSIONS = [4, 5] as const
@@ -76,15 +77,6 @@ async function accepted(port: number, o: b.ConnectOpts): Promise<RawClient> {
 }
 
 /** Polls fn until it returns true; fails with `what` after timeoutMs. */
-async function until(what: string, fn: () => Promise<boolean> | boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (await fn()) return
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}`)
-    await Bun.sleep(25)
-  }
-}
-
 async function subackCodes(c: RawClient, version: V, filters: string[], packetId = 1): Promise<number[]> {
   c.send(b.subscribe(packetId, filters.map((topic) => ({ topic, qos: 1 })), { version }))
   return ((await c.nextOf('suback')) as ISubackPacket).granted as number[]
@@ -327,28 +319,6 @@ describe('failed-login delay (VMQTT_AUTH_FAIL_DELAY=200, VMQTT_AUTH_FAIL_DELAY_M
     await c.close()
   })
 })
-
-/** RFC 5802 client side, independent of src/auth/scram.ts (a copy of the one in 19-scram.test.ts, which does not export it). */
-function scramClient(user: string, password: string) {
-  const gs2 = 'n,,'
-  const bare = `n=${user},r=${randomBytes(18).toString('base64')}`
-  let expected = ''
-  return {
-    first: gs2 + bare,
-    final(serverFirst: string): string {
-      const f = Object.fromEntries(serverFirst.split(',').map((a) => [a[0], a.slice(2)]))
-      const salted = pbkdf2Sync(password, Buffer.from(f.s!, 'base64'), Number(f.i), 32, 'sha256')
-      const mac = (k: Buffer, t: string) => createHmac('sha256', k).update(t).digest()
-      const clientKey = mac(salted, 'Client Key')
-      const withoutProof = `c=${Buffer.from(gs2).toString('base64')},r=${f.r}`
-      const authMessage = `${bare},${serverFirst},${withoutProof}`
-      const sig = mac(createHash('sha256').update(clientKey).digest(), authMessage)
-      expected = `v=${mac(mac(salted, 'Server Key'), authMessage).toString('base64')}`
-      return `${withoutProof},p=${Buffer.from(clientKey.map((x, i) => x ^ sig[i]!)).toString('base64')}`
-    },
-    serverFinal: () => expected,
-  }
-}
 
 describe('SCRAM-SHA-256 from VMQTT_AUTH_SCRAM_FILE (MQTT 5 enhanced authentication)', () => {
   const METHOD = 'SCRAM-SHA-256'

@@ -17,6 +17,7 @@ import type { IConnackPacket, IPublishPacket, IPubackPacket, ISubackPacket } fro
 import * as b from '../helpers/packet-builder.ts'
 import { RawClient, type RawClientOptions } from '../helpers/raw-client.ts'
 import { startBroker } from '../helpers/start-broker.ts'
+import { until } from '../helpers/until.ts'
 
 type V = 4 | 5
 const VERSIONS = [4, 5] as const
@@ -143,15 +144,6 @@ async function subscribeCollect(c: RawClient, version: V, filters: string[]): Pr
 }
 
 /** Polls fn until it returns true; fails with `what` after timeoutMs. */
-async function until(what: string, fn: () => Promise<boolean> | boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (await fn()) return
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}`)
-    await Bun.sleep(25)
-  }
-}
-
 const PLACEHOLDERS = `
 default deny
 allow user:admin all #
