@@ -1,5 +1,26 @@
 import type { Accept, ConnectionSink, Listener } from './types.ts'
 
+/** A Bun socket whose data slot holds the connection's sink. */
+interface SinkSocket { data: ConnectionSink | null }
+
+const detach = (socket: SinkSocket) => {
+  const sink = socket.data
+  socket.data = null
+  sink?.close()
+}
+
+/** Bun socket handlers that forward to the sink in the socket's data slot (TCP and TLS). */
+export const sinkHandlers = {
+  data(socket: SinkSocket, chunk: Buffer) {
+    socket.data?.data(chunk)
+  },
+  drain(socket: SinkSocket) {
+    socket.data?.drain()
+  },
+  close: detach,
+  error: detach,
+}
+
 /** Plain TCP listener on Bun.listen. Bun's socket is the MqttSocket itself and its data slot
  * holds the connection: nothing else is allocated per connection. */
 export function listenTcp(host: string, port: number, accept: Accept): Listener {
@@ -10,22 +31,7 @@ export function listenTcp(host: string, port: number, accept: Accept): Listener 
       open(socket) {
         socket.data = accept(socket, 'mqtt')
       },
-      data(socket, chunk) {
-        socket.data?.data(chunk)
-      },
-      drain(socket) {
-        socket.data?.drain()
-      },
-      close(socket) {
-        const sink = socket.data
-        socket.data = null
-        sink?.close()
-      },
-      error(socket) {
-        const sink = socket.data
-        socket.data = null
-        sink?.close()
-      },
+      ...sinkHandlers,
     },
   })
   return {

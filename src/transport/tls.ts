@@ -4,6 +4,7 @@ import type { Socket, SocketHandler, TCPSocketListener, TCPSocketListenOptions }
 import type { PeerCertificate } from '../auth/types.ts'
 import type { Logger } from '../log.ts'
 import type { Accept, ConnectionSink, Listener, MqttSocket } from './types.ts'
+import { sinkHandlers } from './tcp.ts'
 
 export interface TlsListenOptions {
   host: string
@@ -58,22 +59,7 @@ export function listenTls(opts: TlsListenOptions, accept: Accept): Listener {
       sink?.close()
       socket.end()
     },
-    data(socket, chunk) {
-      socket.data?.data(chunk)
-    },
-    drain(socket) {
-      socket.data?.drain()
-    },
-    close(socket) {
-      const sink = socket.data
-      socket.data = null
-      sink?.close()
-    },
-    error(socket) {
-      const sink = socket.data
-      socket.data = null
-      sink?.close()
-    },
+    ...sinkHandlers,
   }
   const listen = (port: number, tls: TlsOptions): TCPSocketListener<ConnectionSink | null> => {
     const o: ListenOptions = { hostname: host, port, reusePort: true, tls, socket: handlers }

@@ -11,3 +11,13 @@ export function reasonOf(fn: () => unknown, what = 'the input'): number {
   }
   throw new Error(`expected MqttError, ${what} was accepted`)
 }
+
+/** Runs fn and returns the message of the error it throws; fails if it throws nothing. */
+export function errorOf(fn: () => unknown): string {
+  try {
+    fn()
+  } catch (e) {
+    return (e as Error).message
+  }
+  throw new Error('expected an error')
+}

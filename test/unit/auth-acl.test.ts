@@ -7,6 +7,7 @@ import type { AclRules } from '../../src/auth/acl.ts'
 import type { AclAction, AclRequest } from '../../src/auth/types.ts'
 import { filterMatches } from '../../src/topic/match.ts'
 import { prng } from '../helpers/prng.ts'
+import { errorOf } from '../helpers/mqtt-error.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'vmqtt-acl-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -24,15 +25,6 @@ function request(action: AclAction, topic: string, who: Who = {}): AclRequest {
 }
 const pub = (r: AclRules, topic: string, who?: Who) => authorize(r, request('publish', topic, who))
 const sub = (r: AclRules, filter: string, who?: Who) => authorize(r, request('subscribe', filter, who))
-
-function errorOf(fn: () => unknown): string {
-  try {
-    fn()
-  } catch (e) {
-    return (e as Error).message
-  }
-  throw new Error('expected an error')
-}
 
 describe('rules file format', () => {
   test('the documented example parses', () => {

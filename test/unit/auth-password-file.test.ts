@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PasswordFileAuthenticator, addOrUpdateUser, loadPasswordFile, parsePasswordFile, removeUser, usernameError } from '../../src/auth/password-file.ts'
 import type { AuthRequest } from '../../src/auth/types.ts'
+import { errorOf } from '../helpers/mqtt-error.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'vmqtt-passwd-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -44,15 +45,6 @@ function authenticator(text: string, options: ConstructorParameters<typeof Passw
   const a = new PasswordFileAuthenticator(path, options)
   open.push(a)
   return a
-}
-
-function errorOf(fn: () => unknown): string {
-  try {
-    fn()
-  } catch (e) {
-    return (e as Error).message
-  }
-  throw new Error('expected an error')
 }
 
 /** Events pushed by a callback, awaited one at a time with a timeout. */
