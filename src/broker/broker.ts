@@ -11,6 +11,7 @@ import { SqliteStore } from '../store/sqlite/sqlite-store.ts'
 import type { Store } from '../store/types.ts'
 import { TopicTree } from '../topic/topic-tree.ts'
 import { TopicTrie } from '../topic/trie.ts'
+import { trustedProxies } from '../transport/proxy-protocol.ts'
 import { listenTcp } from '../transport/tcp.ts'
 import { listenTls } from '../transport/tls.ts'
 import { listenWs } from '../transport/websocket.ts'
@@ -125,7 +126,11 @@ export class Broker {
     this.commits.flush()
     const { host, port } = this.config.mqtt
     if (port !== 'off') {
-      const l = listenTcp(host, port, (socket, listener) => this.accept(socket, listener))
+      const proxies = this.config.mqtt.trustedProxies
+      const l = listenTcp(host, port, (socket, listener) => this.accept(socket, listener), {
+        ...(proxies.length > 0 ? { proxied: trustedProxies(proxies, 'mqtt.trustedProxies') } : {}),
+        headerTimeout: this.config.mqtt.connectTimeout, log: this.log,
+      })
       this.listeners.push(l)
       this.log.info('mqtt listening', { transport: 'tcp', host, port: l.port })
     }

@@ -32,6 +32,8 @@ export const ConfigSchema = v.strictObject({
     maxConnectionsPerAddress: int(0, 10_000_000, 0),
     /** New connections per second allowed from one IP address (0 = no limit). */
     connectRatePerAddress: int(0, 10_000_000, 0),
+    /** Load balancers (IPs or CIDRs) that start each connection with a PROXY protocol v1/v2 header naming the client; empty = none. */
+    trustedProxies: v.optional(v.array(v.string()), []),
   }), {}),
   ws: v.optional(v.strictObject({
     /** Interface of the MQTT-over-WebSocket listener (also used by wss). */

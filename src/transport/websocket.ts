@@ -1,8 +1,9 @@
 import { readFileSync } from 'node:fs'
-import { BlockList, isIP } from 'node:net'
+import { isIP } from 'node:net'
 import type { Server, ServerWebSocket } from 'bun'
 import type { Logger } from '../log.ts'
 import type { Accept, ConnectionSink, Listener, MqttSocket } from './types.ts'
+import { trustedProxies, unmapIPv4 } from './proxy-protocol.ts'
 
 export interface WsListenOptions {
   host: string
@@ -200,27 +201,14 @@ export function pickSubprotocol(header: string | null): string | null {
  * not a trusted proxy is the client. Entries that are not IP addresses end the walk.
  */
 export function clientAddress(trusted: readonly string[]): (peer: string, xff: string | null) => string {
-  if (trusted.length === 0) return (peer) => unmap(peer)
-  const list = new BlockList()
-  for (const t of trusted) {
-    const [ip, bits] = t.split('/') as [string, string | undefined]
-    const family = isIP(ip)
-    if (family === 0) throw new Error(`ws.trustedProxies: ${JSON.stringify(t)} is not an IP address or CIDR`)
-    const type = family === 6 ? 'ipv6' : 'ipv4'
-    if (bits === undefined) list.addAddress(ip, type)
-    else {
-      const n = Number(bits)
-      if (!/^\d+$/.test(bits) || n > (family === 6 ? 128 : 32)) throw new Error(`ws.trustedProxies: ${JSON.stringify(t)} has a bad prefix length`)
-      list.addSubnet(ip, n, type)
-    }
-  }
-  const isTrusted = (a: string) => list.check(a, isIP(a) === 6 ? 'ipv6' : 'ipv4')
+  if (trusted.length === 0) return (peer) => unmapIPv4(peer)
+  const isTrusted = trustedProxies(trusted, 'ws.trustedProxies')
   return (peer, xff) => {
-    let addr = unmap(peer)
+    let addr = unmapIPv4(peer)
     if (xff === null || !isTrusted(addr)) return addr
     const hops = xff.split(',')
     for (let i = hops.length - 1; i >= 0; i--) {
-      const hop = unmap(hops[i]!.trim())
+      const hop = unmapIPv4(hops[i]!.trim())
       if (isIP(hop) === 0) break
       addr = hop
       if (!isTrusted(hop)) break
@@ -228,9 +216,6 @@ export function clientAddress(trusted: readonly string[]): (peer: string, xff: s
     return addr
   }
 }
-
-/** IPv4-mapped IPv6 (::ffff:1.2.3.4, seen on dual-stack sockets) as plain IPv4. */
-const unmap = (a: string): string => a.startsWith('::ffff:') && isIP(a.slice(7)) === 4 ? a.slice(7) : a
 
 /** Reads the PEM files (listenTls has already checked them when both listeners are on). */
 function readTls(o: WssOptions): TlsOptions {

@@ -14,6 +14,8 @@ export interface RawClientOptions {
   version?: Version
   /** Timeout for the TCP connection itself. */
   connectTimeoutMs?: number
+  /** Source address to connect from (e.g. 127.0.0.2, for per-address behaviour). */
+  localAddress?: string
 }
 
 type Wake = () => void
@@ -42,7 +44,7 @@ export class RawClient {
     const host = opts.host ?? '127.0.0.1'
     const ms = opts.connectTimeoutMs ?? 3000
     return new Promise((resolve, reject) => {
-      const socket = netConnect({ port, host })
+      const socket = netConnect({ port, host, ...(opts.localAddress !== undefined ? { localAddress: opts.localAddress } : {}) })
       socket.setNoDelay(true)
       const timer = setTimeout(() => {
         socket.destroy()

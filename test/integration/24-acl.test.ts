@@ -10,12 +10,11 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { connect as netConnect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { IConnackPacket, IPublishPacket, IPubackPacket, ISubackPacket } from 'mqtt-packet'
 import * as b from '../helpers/packet-builder.ts'
-import { RawClient, type RawClientOptions } from '../helpers/raw-client.ts'
+import { RawClient } from '../helpers/raw-client.ts'
 import { startBroker } from '../helpers/start-broker.ts'
 import { until } from '../helpers/until.ts'
 
@@ -59,15 +58,7 @@ let seq = 0
 
 /** A socket from a chosen local address wrapped in a RawClient (whose constructor is private in TS only). */
 function connectFrom(port: number, localAddress: string, version: V): Promise<RawClient> {
-  return new Promise((resolve, reject) => {
-    const socket = netConnect({ port, host: '127.0.0.1', localAddress })
-    socket.setNoDelay(true)
-    socket.once('error', reject)
-    socket.once('connect', () => {
-      const Ctor = RawClient as unknown as new (s: Socket, o: RawClientOptions) => RawClient
-      resolve(new Ctor(socket, { version }))
-    })
-  })
+  return RawClient.connect(port, { version, localAddress })
 }
 
 interface Who { version: V; user?: string; clientId?: string; will?: b.WillOpts; from?: string }

@@ -32,7 +32,7 @@ function configError(fn: () => unknown): string {
 describe('defaults', () => {
   test('documented defaults', () => {
     const c = loadConfig()
-    expect(c.mqtt).toEqual({ host: '0.0.0.0', port: 1883, maxConnections: 100_000, connectTimeout: 10, maxConnectionsPerAddress: 0, connectRatePerAddress: 0 })
+    expect(c.mqtt).toEqual({ host: '0.0.0.0', port: 1883, maxConnections: 100_000, connectTimeout: 10, maxConnectionsPerAddress: 0, connectRatePerAddress: 0, trustedProxies: [] })
     expect(c.admin).toEqual({ host: '0.0.0.0', port: 8080, token: '' })
     expect(c.tls.port).toBe(8883)
     expect(c.auth.anonymous).toBe('auto')
