@@ -18,6 +18,9 @@ export interface AuditFields {
   [key: string]: unknown
 }
 
+const MAX_TOPIC = 512
+const DENIALS_PER_SECOND = 10
+
 /**
  * The audit log: one JSON object per line (time, event, client id, username, peer address,
  * listener, and what happened), to a file (appended, created with its directory) or stdout.
@@ -26,6 +29,7 @@ export interface AuditFields {
 export class AuditLog {
   readonly target: string
   #write: (line: string) => void
+  #throttle = new WeakMap<object, { at: number; lines: number; suppressed: number }>()
 
   /** target: '' (off), 'stdout', or a file path. Throws when the file cannot be opened. */
   constructor(target: string) {
@@ -52,6 +56,25 @@ export class AuditLog {
 
   event(event: AuditEvent, fields: AuditFields): void {
     if (this.target === '') return
+    const topic = fields.topic
+    // a topic can be 64 KiB: the log keeps its start
+    if (typeof topic === 'string' && topic.length > MAX_TOPIC) fields = { ...fields, topic: `${topic.slice(0, MAX_TOPIC)}…` }
     this.#write(`${JSON.stringify({ time: new Date().toISOString(), event, ...fields })}\n`)
+  }
+
+  /**
+   * An ACL denial of `who` (a connection): at most DENIALS_PER_SECOND lines per second per
+   * connection; the next line says how many were left out, so a client cannot flood the log.
+   */
+  denied(who: object, fields: AuditFields): void {
+    if (this.target === '') return
+    const now = Date.now()
+    let t = this.#throttle.get(who)
+    if (t === undefined) this.#throttle.set(who, t = { at: now, lines: 0, suppressed: 0 })
+    if (now - t.at >= 1000) { t.at = now; t.lines = 0 }
+    if (t.lines >= DENIALS_PER_SECOND) { t.suppressed++; return }
+    t.lines++
+    this.event('acl-denied', t.suppressed > 0 ? { ...fields, suppressed: t.suppressed } : fields)
+    t.suppressed = 0
   }
 }

@@ -232,13 +232,13 @@ export class JwtAuth implements Authenticator {
       return deny(whichCheckFailed(e))
     }
     const claim = this.#opts.usernameClaim ?? 'sub'
-    let username = req.username
-    if (payload[claim] !== undefined) {
-      const named = payload[claim]
-      if (typeof named !== 'string' || named.length === 0) return deny(`claim ${claim} is not a non-empty string`)
-      if (req.username !== undefined && req.username !== named) return deny(`CONNECT username differs from claim ${claim}`)
-      username = named
-    }
+    // the token names the user: without the claim, a client could pick any username it likes
+    // (and match user: ACL rules) with a token issued for something else
+    const named = payload[claim]
+    if (named === undefined) return deny(`token has no ${claim} claim`)
+    if (typeof named !== 'string' || named.length === 0) return deny(`claim ${claim} is not a non-empty string`)
+    if (req.username !== undefined && req.username !== named) return deny(`CONNECT username differs from claim ${claim}`)
+    const username = named
     const result: AuthResult = { decision: 'allow', username, detail: `jwt ${header.alg}${header.kid !== undefined ? ` kid ${header.kid}` : ''}` }
     const aclClaim = this.#opts.aclClaim ?? 'acl'
     if (payload[aclClaim] !== undefined) {

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import type { Config } from '../config/schema.ts'
 import type { Logger } from '../log.ts'
 import { AclFile, authorizeClientAcl } from './acl.ts'
@@ -14,6 +15,19 @@ const NOT_AUTHORIZED = 0x87
 /** Failed-login counters of an address are forgotten after this long without a failure. */
 const FAILURE_MEMORY_MS = 10 * 60_000
 const MAX_TRACKED_ADDRESSES = 100_000
+/** Failures for several usernames: a success clears nothing. */
+const MIXED = '\u0000mixed'
+
+/** The failed-login key of an address: IPv4 as is, IPv6 by its /64 (one host's usual share). */
+export function addressKey(address: string): string {
+  const a = address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address
+  if (isIP(a) !== 6) return a
+  const [head = '', tail = ''] = a.split('::')
+  const left = head === '' ? [] : head.split(':')
+  const right = tail === '' ? [] : tail.split(':')
+  const groups = a.includes('::') ? [...left, ...Array(8 - left.length - right.length).fill('0'), ...right] : left
+  return `${groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`
+}
 
 /** Who is asking, for ACL checks (a connection satisfies it). */
 export interface Principal {
@@ -36,7 +50,7 @@ export class Security {
   readonly scram: ScramSha256Auth | null
   #scramFile: string
   #scramUsers = new Map<string, ScramCredentials>()
-  #failures = new Map<string, { count: number; at: number }>()
+  #failures = new Map<string, { count: number; at: number; user: string }>()
   /** Called after the ACL rules changed (file change, SIGHUP, admin API). */
   onAclReload: (() => void) | null = null
   #failDelay: number
@@ -122,19 +136,39 @@ export class Security {
     return { decision: 'deny', reason: BAD_CREDENTIALS, detail: 'unknown user or credentials' }
   }
 
-  /** Records a failed login from an address; returns the delay (ms) before the refusal is sent. */
-  noteFailure(address: string): number {
+  /**
+   * The delay (ms) before answering a login from `address`, recording a failure when `failed`.
+   * Failures double it; a success from an address with recent failures waits as long as a
+   * failure would (so the delay tells a guesser nothing) and clears the record only when all
+   * its failures were for the same username (a user who mistyped, not an attacker resetting
+   * the count with an account of their own). IPv6 addresses count per /64.
+   */
+  loginDelay(address: string, username: string | undefined, failed: boolean): number {
     const now = Date.now()
-    const f = this.#failures.get(address)
-    const count = f !== undefined && now - f.at < FAILURE_MEMORY_MS ? f.count + 1 : 1
-    if (f === undefined && this.#failures.size >= MAX_TRACKED_ADDRESSES) this.prune(now)
-    this.#failures.set(address, { count, at: now })
-    if (this.#failDelay === 0) return 0
-    return Math.min(this.#failDelayMax, this.#failDelay * 2 ** Math.min(count - 1, 30))
+    const key = addressKey(address)
+    let f = this.#failures.get(key)
+    if (f !== undefined && now - f.at >= FAILURE_MEMORY_MS) { this.#failures.delete(key); f = undefined }
+    if (!failed) {
+      if (f === undefined) return 0
+      if (f.user === (username ?? '')) this.#failures.delete(key)
+      return this.#delay(f.count + 1)
+    }
+    if (f === undefined) {
+      if (this.#failures.size >= MAX_TRACKED_ADDRESSES) this.prune(now)
+      // still full: forget the oldest address (a Map iterates in insertion order)
+      if (this.#failures.size >= MAX_TRACKED_ADDRESSES) this.#failures.delete(this.#failures.keys().next().value!)
+      f = { count: 0, at: now, user: username ?? '' }
+      this.#failures.set(key, f)
+    }
+    f.count++
+    f.at = now
+    if (f.user !== (username ?? '')) f.user = MIXED
+    return this.#delay(f.count)
   }
 
-  noteSuccess(address: string): void {
-    if (this.#failures.size > 0) this.#failures.delete(address)
+  #delay(count: number): number {
+    if (this.#failDelay === 0) return 0
+    return Math.min(this.#failDelayMax, this.#failDelay * 2 ** Math.min(count - 1, 30))
   }
 
   /** Forgets old failure counters (also called from the broker's periodic sweep). */
@@ -169,7 +203,6 @@ export class Security {
     if (this.#scramFile !== '') {
       try { this.#scramUsers = loadScramFile(this.#scramFile) } catch (e) { errors.push((e as Error).message) }
     }
-    this.audit.event('reload', { result: errors.length === 0 ? 'ok' : 'failed', errors })
     for (const e of errors) this.#log.error('reload failed, previous version kept', { error: e })
     return errors
   }

@@ -346,6 +346,7 @@ export class Broker {
       try { await l.reload() } catch (e) { errors.push((e as Error).message) }
     }
     this.log.info('configuration files reloaded', { errors: errors.length })
+    this.security?.audit.event('reload', { result: errors.length === 0 ? 'ok' : 'failed', errors })
     return errors
   }
 

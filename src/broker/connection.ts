@@ -12,6 +12,9 @@ import { slowConsumer, type AddressEntry } from './limits.ts'
 
 export type ConnState = 'new' | 'authenticating' | 'connected' | 'closed'
 
+/** Packets a client may send while its CONNECT is still being authenticated (held, replayed after). */
+const HELD_MAX_BYTES = 1024 * 1024
+
 /**
  * One client connection: framing, the coalesced write queue, keepalive bookkeeping and the
  * per-connection protocol state. Packet handling lives in handlers/.
@@ -71,8 +74,16 @@ export class Connection implements ConnectionSink {
   /** Called by the framer for every whole packet. */
   onFrame(header: number, buf: Buffer, start: number, end: number, owned: boolean): void {
     if (this.state === 'closed') return
-    if (this.#held !== null) this.#held.push([header, Buffer.from(buf.subarray(start, end))])
-    else this.#run(header, buf, start, end, owned)
+    if (this.#held === null) return this.#run(header, buf, start, end, owned)
+    // a client that is still being authenticated may pipeline packets, but not without bound
+    let bytes = end - start
+    for (const [, b] of this.#held) bytes += b.length
+    if (bytes > HELD_MAX_BYTES) {
+      this.broker.log.warn('closing connection: too much data while its CONNECT is pending', { remote: this.socket.remoteAddress, bytes })
+      this.end()
+      return
+    }
+    this.#held.push([header, Buffer.from(buf.subarray(start, end))])
   }
 
   constructor(broker: Broker, socket: MqttSocket, listener = 'mqtt') {

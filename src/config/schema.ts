@@ -112,7 +112,10 @@ export const ConfigSchema = v.strictObject({
     /** Admin HTTP port (health, readiness); "off" disables it. */
     port: port(8080),
     /** Bearer token required for every admin route but /health and /ready; empty = admin API routes off. */
-    token: text(),
+    token: v.optional(v.union([
+      v.literal(''),
+      v.pipe(v.string(), v.regex(/^[A-Za-z0-9._~+/-]{16,}=*$/, 'empty, or at least 16 characters of A-Z a-z 0-9 . _ ~ + / - (a bearer token)')),
+    ], 'empty, or at least 16 characters of A-Z a-z 0-9 . _ ~ + / - (a bearer token)'), ''),
   }), {}),
   data: v.optional(v.strictObject({
     /** Directory for persistent data (the SQLite database vmqtt.db). */
@@ -154,6 +157,8 @@ export const ConfigSchema = v.strictObject({
     wildcardSubscriptions: bool(true),
     subscriptionIdentifiers: bool(true),
     sharedSubscriptions: bool(true),
+    /** Subscriptions one session may hold (0 = no limit); beyond it SUBACK 0x97 (v3 0x80). */
+    maxSubscriptions: int(0, 100_000_000, 10_000),
     /** PUBLISH packets per second one client may send (0 = no limit); v5: 0x96, v3: disconnect. */
     publishRate: int(0, 100_000_000, 0),
     /** PUBLISH bytes per second one client may send (0 = no limit); v5: 0x97, v3: disconnect. */

@@ -52,6 +52,21 @@ async function expectClosedWith(c: RawClient, version: V, reason: number): Promi
 const reasonOf = (p: Packet): number | string => (p.cmd === 'disconnect' ? (p.reasonCode ?? 0) : p.cmd)
 
 describe.each([4, 5] as const)('MQTT v%d', (version) => {
+  test('limits.maxSubscriptions: a new subscription beyond it gets SUBACK 0x97 (v3 0x80); replacing one still works', async () => {
+    await using broker = await startBroker({ VMQTT_LIMITS_MAX_SUBSCRIPTIONS: '3' })
+    const { client } = await RawClient.open(broker.port, { version, clientId: 'many-subs' })
+    try {
+      client.send(b.subscribe(1, [{ topic: 'a', qos: 0 }, { topic: 'b', qos: 0 }, { topic: 'c', qos: 0 }, { topic: 'd', qos: 1 }], { version }))
+      const ack = await client.nextOf('suback')
+      expect(ack.cmd === 'suback' ? ack.granted : ack.cmd).toEqual([0, 0, 0, version === 5 ? 0x97 : 0x80])
+      client.send(b.subscribe(2, [{ topic: 'a', qos: 1 }], { version }))
+      const again = await client.nextOf('suback')
+      expect(again.cmd === 'suback' ? again.granted : again.cmd).toEqual([1])
+    } finally {
+      client.destroy()
+    }
+  })
+
   describe('limits.maxPacketSize (VMQTT_LIMITS_MAX_PACKET_SIZE=128)', () => {
     const env = { VMQTT_LIMITS_MAX_PACKET_SIZE: '128' }
 

@@ -36,6 +36,25 @@ async function until(c: RawClient, pred: (p: IPublishPacket) => boolean, what: s
 const num = (p: IPublishPacket): number => Number.parseInt(p.payload.toString(), 10)
 
 describe.each([4, 5] as const)('MQTT v%d', (version) => {
+  test.concurrent('a client cannot publish to $SYS/ (v5 PUBACK 0x87, v3 acknowledged and dropped); nor retain there', async () => {
+    await using broker = await startBroker()
+    const { client: sub } = await RawClient.open(broker.port, { version, clientId: 'sys-watch' })
+    const { client: pub } = await RawClient.open(broker.port, { version, clientId: 'sys-spoof' })
+    try {
+      sub.send(b.subscribe(1, [{ topic: '$SYS/#', qos: 0 }], { version }))
+      await sub.nextOf('suback')
+      pub.send(b.publish({ topic: '$SYS/broker/version', payload: 'spoofed', qos: 1, packetId: 1, retain: true, version }))
+      const ack = await pub.nextOf('puback')
+      expect(ack.cmd === 'puback' ? (ack.reasonCode ?? 0) : -1).toBe(version === 5 ? 0x87 : 0)
+      pub.send(b.publish({ topic: '$SYS', payload: 'spoofed', version }))
+      await sub.expectNothing(150)
+      expect(broker.broker.store.getRetained('$SYS/broker/version')).toBeUndefined()
+    } finally {
+      sub.destroy()
+      pub.destroy()
+    }
+  })
+
   test.concurrent('a subscriber to $SYS/# receives the broker statistics topics', async () => {
     await using broker = await startBroker(SYS_ENV)
     const { client } = await RawClient.open(broker.port, { version, clientId: 'sys-all' })

@@ -280,14 +280,22 @@ describe('failed-login delay (VMQTT_AUTH_FAIL_DELAY=200, VMQTT_AUTH_FAIL_DELAY_M
   }
 
   for (const version of VERSIONS) {
-    test(`v${version}: the CONNACK of each failure from 127.0.0.1 comes later (≈200, 400, 800, 800 ms); a success resets it`, async () => {
-      await using br = await startBroker({ VMQTT_AUTH_PASSWORD_FILE: await cheapPasswd(), VMQTT_AUTH_FAIL_DELAY: '200', VMQTT_AUTH_FAIL_DELAY_MAX: '800' })
-      const fail = async () => {
-        const { code, c, ms } = await attempt(br.port, { version, username: 'alice', password: 'wrong' })
+    test(`v${version}: each failure from 127.0.0.1 waits longer (≈200, 400, 800, 800 ms); a success then waits as long as a failure would; only a success of the same user clears the count`, async () => {
+      await using br = await startBroker({ VMQTT_AUTH_PASSWORD_FILE: await cheapPasswd(), VMQTT_AUTH_FAIL_DELAY: '200', VMQTT_AUTH_FAIL_DELAY_MAX: '800', VMQTT_AUTH_ANONYMOUS: 'true' })
+      const fail = async (username = 'alice') => {
+        const { code, c, ms } = await attempt(br.port, { version, username, password: 'wrong' })
         expect(code).toBe(BAD_CREDENTIALS[version])
         await c.close()
         return ms
       }
+      const succeed = async (o: b.ConnectOpts) => {
+        const r = await attempt(br.port, { version, ...o })
+        expect(r.code).toBe(0)
+        await r.c.close()
+        return r.ms
+      }
+      // a success from a clean address is not delayed
+      expect(await succeed({ username: 'alice', password: 'wonderland' })).toBeLessThan(0.8 * 200)
       const t = [await fail(), await fail(), await fail(), await fail()]
       expect(t[0]).toBeGreaterThanOrEqual(0.8 * 200)
       expect(t[1]).toBeGreaterThanOrEqual(0.8 * 400)
@@ -297,11 +305,11 @@ describe('failed-login delay (VMQTT_AUTH_FAIL_DELAY=200, VMQTT_AUTH_FAIL_DELAY_M
       expect(t[1]).toBeGreaterThan(t[0]! + 100)
       expect(t[2]).toBeGreaterThan(t[1]! + 200)
       expect(t[3]).toBeLessThan(1400)
-      const ok = await attempt(br.port, { version, username: 'alice', password: 'wonderland' })
-      expect(ok.code).toBe(0)
-      expect(ok.ms).toBeLessThan(0.8 * 200) // a success is never delayed
-      await ok.c.close()
-      // the success reset the count: back to the first delay (it would be 800 ms otherwise)
+      // an anonymous success does not clear alice's failures, and waits like a failure
+      expect(await succeed({})).toBeGreaterThanOrEqual(0.8 * 800)
+      expect(await fail()).toBeGreaterThanOrEqual(0.8 * 800)
+      // alice's own success waits too (no timing oracle), then clears the count
+      expect(await succeed({ username: 'alice', password: 'wonderland' })).toBeGreaterThanOrEqual(0.8 * 800)
       const after = await fail()
       expect(after).toBeGreaterThanOrEqual(0.8 * 200)
       expect(after).toBeLessThan(0.8 * 800)

@@ -291,3 +291,30 @@ describe('slow-loris', () => {
     }
   }, 30_000)
 })
+
+test('packets sent while the CONNECT is still being authenticated are held up to 1 MiB, then the connection is closed', async () => {
+  const { addOrUpdateUser } = await import('../../src/auth/password-file.ts')
+  const { mkdtempSync, rmSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const dir = mkdtempSync(join(tmpdir(), 'vmqtt-held-'))
+  try {
+    const file = join(dir, 'passwd')
+    await addOrUpdateUser(file, 'alice', 'wonderland')
+    // a wrong password waits 3 s before its refusal: meanwhile the client streams data
+    await using br = await startBroker({ VMQTT_AUTH_PASSWORD_FILE: file, VMQTT_AUTH_FAIL_DELAY: '3000', VMQTT_AUTH_FAIL_DELAY_MAX: '3000', VMQTT_AUTH_ANONYMOUS: 'true' })
+    const c = await RawClient.connect(br.port, { version: 5 })
+    c.send(b.connect({ version: 5, clientId: 'streamer', username: 'alice', password: 'wrong' }))
+    const big = b.publish({ topic: 'flood', payload: Buffer.alloc(256 * 1024), qos: 0, version: 5 })
+    for (let i = 0; i < 8; i++) c.send(big)
+    // closed at the fifth 256 KiB packet, long before the 3 s refusal
+    const t0 = Date.now()
+    await c.closed(2000)
+    expect(Date.now() - t0).toBeLessThan(2000)
+    // everyone else is still served (from another address: this one has a failed login to wait out)
+    const { connack } = await RawClient.open(br.port, { version: 5, clientId: 'other' }, { localAddress: '127.0.0.2' })
+    expect(connack.cmd === 'connack' ? connack.reasonCode : -1).toBe(0)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})

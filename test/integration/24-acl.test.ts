@@ -61,7 +61,7 @@ function connectFrom(port: number, localAddress: string, version: V): Promise<Ra
   return RawClient.connect(port, { version, localAddress })
 }
 
-interface Who { version: V; user?: string; clientId?: string; will?: b.WillOpts; from?: string }
+interface Who { version: V; user?: string; clientId?: string; will?: b.WillOpts; from?: string; persistent?: boolean }
 
 /** CONNECT as `user` (password from pw()) or anonymously; returns the CONNACK code and the client. */
 async function attempt(port: number, w: Who): Promise<{ code: number; c: RawClient }> {
@@ -69,6 +69,7 @@ async function attempt(port: number, w: Who): Promise<{ code: number; c: RawClie
   c.send(b.connect({
     version: w.version, clientId: w.clientId ?? `acl-${++seq}`, will: w.will,
     ...(w.user !== undefined ? { username: w.user, password: pw(w.user) } : {}),
+    ...(w.persistent === true ? { clean: false, ...(w.version === 5 ? { properties: { sessionExpiry: 3600 } } : {}) } : {}),
   }))
   const ack = (await c.nextOf('connack')) as IConnackPacket
   return { code: (w.version === 5 ? ack.reasonCode : ack.returnCode)!, c }
@@ -278,6 +279,46 @@ for (const version of VERSIONS) {
   })
 }
 
+describe('sessions resumed under other rules or by another user', () => {
+  for (const version of VERSIONS) {
+    test(`v${version}: taking over alice's client id as bob keeps none of her subscriptions or queued messages`, async () => {
+      await using br = await startBroker(env(aclFile('allow all all users/%u/#\nallow user:admin all #\n')))
+      const alice = await accepted(br.port, { version, user: 'alice', clientId: `phone-${version}`, persistent: true })
+      expect(await subackCodes(alice, version, ['users/alice/#'])).toEqual([1])
+      await alice.close()
+      const admin = await accepted(br.port, { version, user: 'admin' })
+      expect(await publish1(admin, version, 'users/alice/diary', 'queued while away')).toBe(0)
+      const bob = await accepted(br.port, { version, user: 'bob', clientId: `phone-${version}`, persistent: true })
+      expect(br.broker.connectionOf(`phone-${version}`)!.session!.getSubscription('users/alice/#')).toBeUndefined()
+      expect(await publish1(admin, version, 'users/alice/diary', 'live')).toBe(0)
+      // nothing of alice's arrives: neither the queued message nor the live one
+      await bob.expectNothing(200)
+      await bob.close()
+      await admin.close()
+    })
+
+    test(`v${version}: a right revoked while the client was away is gone when it resumes`, async () => {
+      const file = aclFile('allow all all users/%u/#\nallow user:alice all secret/#\nallow user:admin all #\n')
+      await using br = await startBroker(env(file))
+      const alice = await accepted(br.port, { version, user: 'alice', clientId: `away-${version}`, persistent: true })
+      expect(await subackCodes(alice, version, ['secret/#', 'users/alice/#'])).toEqual([1, 1])
+      await alice.close()
+      const admin = await accepted(br.port, { version, user: 'admin' })
+      expect(await publish1(admin, version, 'secret/plans', 'before revocation')).toBe(0)
+      expect(await publish1(admin, version, 'users/alice/x', 'still hers')).toBe(0)
+      writeFileSync(file, 'allow all all users/%u/#\nallow user:admin all #\n')
+      expect(await br.broker.reload()).toEqual([])
+      const back = await accepted(br.port, { version, user: 'alice', clientId: `away-${version}`, persistent: true })
+      expect(await nextMessage(back)).toEqual(['users/alice/x', 'still hers'])
+      await back.expectNothing(200)
+      const s = br.broker.connectionOf(`away-${version}`)!.session!
+      expect([s.getSubscription('secret/#'), s.getSubscription('users/alice/#') !== undefined]).toEqual([undefined, true])
+      await back.close()
+      await admin.close()
+    })
+  }
+})
+
 describe('ACL audit', () => {
   function readAudit(file: string): Record<string, unknown>[] {
     if (!existsSync(file)) return []
@@ -307,6 +348,25 @@ describe('ACL audit', () => {
     expect(text).not.toContain('users/alice/#')
     expect(text).not.toContain(pw('alice'))
     await bob.close()
+    await alice.close()
+  })
+
+  test('a flood of denials is cut to 10 lines per second per connection; the next line says how many were left out', async () => {
+    const log = join(mkdtempSync(join(dir, 'audit-')), 'audit.jsonl')
+    await using br = await startBroker(env(aclFile(PLACEHOLDERS), { VMQTT_AUDIT_LOG: log }))
+    const alice = await accepted(br.port, { version: 5, user: 'alice', clientId: 'flooder' })
+    for (let i = 0; i < 200; i++) alice.send(b.publish({ topic: `users/bob/${i}`, payload: 'x', version: 5 }))
+    expect(await publish1(alice, 5, 'users/alice/ok', 'sync')).toBe(0)
+    const lines = () => readAudit(log).filter((l) => l.event === 'acl-denied' && l.clientId === 'flooder')
+    expect(lines().length).toBeLessThanOrEqual(20)
+    expect(lines().length).toBeGreaterThanOrEqual(10)
+    // a second later, the next denial is logged with the count of those left out
+    await until('the next one-second window', async () => {
+      expect(await publish1(alice, 5, 'users/bob/later', 'no')).toBe(0x87)
+      return lines().some((l) => typeof l.suppressed === 'number')
+    })
+    const withCount = lines().find((l) => typeof l.suppressed === 'number')!
+    expect(withCount.suppressed as number).toBeGreaterThanOrEqual(150)
     await alice.close()
   })
 })

@@ -165,6 +165,15 @@ describe('bad values name the key, the value and what is allowed', () => {
     expect(frac).toContain('integer')
   })
 
+  test('admin token: empty, or a bearer token of at least 16 characters', () => {
+    expect(loadConfig({ env: { VMQTT_ADMIN_TOKEN: 'abcdefghijklmnop.-_~+/=' } }).admin.token).toBe('abcdefghijklmnop.-_~+/=')
+    for (const bad of ['short', 's3cret!token#1234567']) {
+      const msg = configError(() => loadConfig({ env: { VMQTT_ADMIN_TOKEN: bad } }))
+      expect(msg).toContain('VMQTT_ADMIN_TOKEN')
+      expect(msg).toContain('at least 16 characters')
+    }
+  })
+
   test('boolean that is not a boolean', () => {
     const msg = configError(() => loadConfig({ env: { VMQTT_LIMITS_RETAIN_AVAILABLE: 'maybe' } }))
     expect(msg).toContain('limits.retainAvailable')

@@ -2,7 +2,7 @@ import type { IAuthPacket, Packet } from 'mqtt-packet'
 import { MqttError, RC } from '../../codec/reason-codes.ts'
 import type { AuthStep } from '../auth-hooks.ts'
 import type { Connection } from '../connection.ts'
-import { completePending, refuseLogin } from './connect.ts'
+import { completePending, loginDelay, refuseLogin } from './connect.ts'
 
 /** AUTH from the client: continue an exchange (0x18) or start re-authentication (0x19). */
 export function handleAuth(conn: Connection, packet: Packet): void | Promise<void> {
@@ -37,10 +37,14 @@ export function runAuthStep(conn: Connection, data: Buffer | undefined, reauth: 
     conn.authState = undefined
     if (r.result === 'success') {
       if (r.username !== undefined) conn.username = r.username
-      if (!reauth) conn.broker.security?.noteSuccess(conn.socket.remoteAddress)
-      if (reauth) conn.sendPacket({ cmd: 'auth', reasonCode: RC.SUCCESS, properties: { authenticationMethod: conn.authMethod, authenticationData: r.data } })
-      else completePending(conn, r.data)
-      return
+      if (reauth) {
+        conn.sendPacket({ cmd: 'auth', reasonCode: RC.SUCCESS, properties: { authenticationMethod: conn.authMethod, authenticationData: r.data } })
+        return
+      }
+      // an address with recent failures waits on success too (see security.loginDelay)
+      const delay = loginDelay(conn, conn.username, false)
+      if (delay === 0) return completePending(conn, r.data)
+      return Bun.sleep(delay).then(() => { if (conn.state !== 'closed') completePending(conn, r.data) })
     }
     const reason = r.reason ?? RC.NOT_AUTHORIZED
     if (reauth) conn.disconnect(reason, 're-authentication failed')

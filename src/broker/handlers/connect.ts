@@ -5,7 +5,9 @@ import { encodeUserProps } from '../../codec/properties.ts'
 import { connackCodeV3, MqttError, RC } from '../../codec/reason-codes.ts'
 import { topicNameError } from '../../topic/validate.ts'
 import type { Connection } from '../connection.ts'
-import { drainQueue, resendInflight } from '../deliver.ts'
+import { drainQueue, resendInflight, unpersist } from '../deliver.ts'
+import type { Session } from '../../session/session.ts'
+import type { Delivery } from '../../session/types.ts'
 import type { Security } from '../../auth/security.ts'
 import type { AuthResult } from '../../auth/types.ts'
 import { runAuthStep } from './auth.ts'
@@ -91,7 +93,10 @@ async function authenticate(conn: Connection, sec: Security, p: IConnectPacket, 
   }
   if (conn.state === 'closed') return
   if (r.decision === 'allow') {
-    sec.noteSuccess(address)
+    // an address with recent failures waits on success too: the delay must not give the answer away
+    const delay = loginDelay(conn, p.username, false)
+    if (delay > 0) await Bun.sleep(delay)
+    if ((conn.state as string) === 'closed') return
     if (r.username !== undefined) conn.username = r.username
     conn.acl = r.acl ?? null
     return complete(conn, p, assignedId, undefined)
@@ -102,14 +107,18 @@ async function authenticate(conn: Connection, sec: Security, p: IConnectPacket, 
 
 /** A failed login (any method): the refusal waits longer with each failure from the address. */
 export async function refuseLogin(conn: Connection, code: number, reason: string, detail?: string): Promise<void> {
-  const sec = conn.broker.security
-  if (sec !== null) {
-    // the refusal must arrive before the connect timeout closes the connection
-    const left = conn.broker.config.mqtt.connectTimeout * 1000 - (Date.now() - conn.openedAt) - 250
-    const delay = Math.max(0, Math.min(sec.noteFailure(conn.socket.remoteAddress), left))
-    if (delay > 0) await Bun.sleep(delay)
-  }
+  const delay = loginDelay(conn, conn.username, true)
+  if (delay > 0) await Bun.sleep(delay)
   refuse(conn, code, reason, detail)
+}
+
+/** The login delay for this connection (security.loginDelay), cut so that the answer arrives
+ * before the connect timeout closes the connection. */
+export function loginDelay(conn: Connection, username: string | undefined, failed: boolean): number {
+  const sec = conn.broker.security
+  if (sec === null) return 0
+  const left = conn.broker.config.mqtt.connectTimeout * 1000 - (Date.now() - conn.openedAt) - 250
+  return Math.max(0, Math.min(sec.loginDelay(conn.socket.remoteAddress, username, failed), left))
 }
 
 /** Called by the AUTH flow when enhanced authentication of a CONNECT succeeded. */
@@ -203,9 +212,35 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
   broker.log.debug('client connected', { clientId: id, version: conn.version, clean: p.clean, sessionPresent })
   broker.security?.audit.event('connect', { clientId: id, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, version: conn.version, method: conn.authMethod })
   if (sessionPresent) {
+    recheckResumed(conn, s)
     resendInflight(conn, s)
     drainQueue(conn, s)
   }
+}
+
+/**
+ * A resumed session may have been made by another user (the same client id) or under older
+ * rules: subscriptions the ACL no longer allows for this client are dropped, and so are queued
+ * and unacknowledged messages on topics it may not read.
+ */
+function recheckResumed(conn: Connection, s: Session): void {
+  const broker = conn.broker
+  const sec = broker.security
+  if (sec === null || (conn.acl === null && !sec.aclActive)) return
+  let changed = false
+  for (const sub of s.subscriptionList()) {
+    if (sec.authorize(conn, 'subscribe', sub.filter)) continue
+    broker.removeSubscription(s, sub.raw)
+    changed = true
+    sec.audit.event('acl-denied', { clientId: conn.clientId, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, action: 'subscription dropped on resume', topic: sub.raw })
+  }
+  if (changed) broker.saveSession(s)
+  const readable = (d: Delivery) => sec.authorize(conn, 'subscribe', d.msg.topic)
+  for (const [id, f] of s.inflight) {
+    // a QoS 2 message past PUBREC was delivered already: its PUBREL still goes out
+    if (f.state === 'publish' && !readable(f.delivery)) { s.inflight.delete(id); unpersist(s, f.delivery) }
+  }
+  if (s.queue.length > 0) s.queue = s.queue.filter((d) => readable(d) || (unpersist(s, d), false))
 }
 
 /** Validates the will and turns it into a message; refuses the CONNECT (returns a string) when bad. */

@@ -50,10 +50,11 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
     return
   }
   const sec = broker.security
-  const denied = sec !== null && (conn.acl !== null || sec.aclActive) && !sec.authorize(conn, 'publish', topic)
+  // $SYS/ belongs to the broker: a client cannot plant or spoof its values (as in Mosquitto)
+  const denied = isSysTopic(topic) || (sec !== null && (conn.acl !== null || sec.aclActive) && !sec.authorize(conn, 'publish', topic))
   if (denied) {
-    broker.log.debug('publish denied by ACL', { clientId: conn.clientId, topic })
-    sec.audit.event('acl-denied', { clientId: conn.clientId, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, action: 'publish', topic })
+    broker.log.debug('publish denied', { clientId: conn.clientId, topic })
+    sec?.audit.denied(conn, { clientId: conn.clientId, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, action: 'publish', topic })
     // v5: PUBACK / PUBREC 0x87 Not authorized; QoS 0 is dropped. v3 has no way to say no: the
     // message is acknowledged as usual and dropped [MQTT-3.3.5-2]
     if (conn.v5) {
@@ -116,6 +117,10 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
     if (conn.v5) conn.send(encodeAck(type, id, RC.QUOTA_EXCEEDED, true))
     else conn.disconnect(RC.QUOTA_EXCEEDED, 'storage full')
   })
+}
+
+function isSysTopic(topic: string): boolean {
+  return topic.charCodeAt(0) === 36 && (topic === '$SYS' || topic.startsWith('$SYS/'))
 }
 
 /** A frame at least this large, already in a buffer the framer allocated, is used in place. */

@@ -47,7 +47,7 @@ export function handleSubscribe(conn: Connection, packet: Packet): void {
     const sec = broker.security
     if (sec !== null && (conn.acl !== null || sec.aclActive) && !sec.authorize(conn, 'subscribe', parsed.filter)) {
       // shared subscriptions are checked by their filter, like any other
-      sec.audit.event('acl-denied', { clientId: conn.clientId, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, action: 'subscribe', topic: req.topic })
+      sec.audit.denied(conn, { clientId: conn.clientId, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, action: 'subscribe', topic: req.topic })
       granted.push(conn.v5 ? RC.NOT_AUTHORIZED : 0x80)
       continue
     }
@@ -61,6 +61,11 @@ export function handleSubscribe(conn: Connection, packet: Packet): void {
     }
     // [MQTT-3.8.4-3] a subscription with the same filter replaces the old one
     const existed = s.getSubscription(req.topic) !== undefined
+    if (!existed && lim.maxSubscriptions > 0 && s.subscriptionCount >= lim.maxSubscriptions) {
+      broker.log.info('subscription refused: too many subscriptions', { clientId: conn.clientId, max: lim.maxSubscriptions })
+      granted.push(conn.v5 ? RC.QUOTA_EXCEEDED : 0x80)
+      continue
+    }
     if (existed) broker.removeSubscription(s, req.topic)
     broker.addSubscription(s, sub)
     added.push(granted.length)
