@@ -13,6 +13,7 @@ import { TopicTree } from '../topic/topic-tree.ts'
 import { TopicTrie } from '../topic/trie.ts'
 import { trustedProxies } from '../transport/proxy-protocol.ts'
 import { listenTcp } from '../transport/tcp.ts'
+import { listenQuic } from '../transport/quic.ts'
 import { listenTls } from '../transport/tls.ts'
 import { listenWs } from '../transport/websocket.ts'
 import type { ConnectionSink, Listener, MqttSocket } from '../transport/types.ts'
@@ -156,6 +157,15 @@ export class Broker {
       this.listeners.push(l)
       this.log.info('mqtt listening', { transport: 'wss', host: ws.host, port: l.port, path: ws.path, clientCert: tls.clientCert })
       if (tls.identity !== 'off') this.log.warn('tls.identity does not apply on wss (the WebSocket server cannot read client certificates): wss clients need another authenticator', { listener: 'wss' })
+    }
+    const quic = this.config.quic
+    if (tls.cert !== '' && quic.port !== 'off') {
+      const l = await listenQuic({
+        ...tls, host: quic.host, port: quic.port, log: this.log,
+        maxKeepalive: this.config.limits.maxKeepalive, maxUnreadBytes: this.config.limits.maxPendingBytes,
+      }, (socket) => this.accept(socket, 'quic'))
+      this.listeners.push(l)
+      this.log.info('mqtt listening', { transport: 'quic', host: quic.host, port: l.port, clientCert: tls.clientCert })
     }
     this.#timers.push(setInterval(() => { sweep(this); this.touch() }, 500))
     if (this.config.sys.interval > 0) {
