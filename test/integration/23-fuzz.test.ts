@@ -54,3 +54,34 @@ test(`${CASES} fuzzed connections (seed ${SEED}): no crash, no internal error, e
   // checked last: the log lines travel through a pipe
   expect(broker.errors()).toEqual([])
 }, 30_000)
+
+test('2,000 fuzzed connections with the security features on (password file, JWT, SCRAM, ACL, audit log): no crash, no internal error, every connection closed', async () => {
+  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const { addOrUpdateUser } = await import('../../src/auth/password-file.ts')
+  const dir = mkdtempSync(join(tmpdir(), 'vmqtt-fuzz-sec-'))
+  try {
+    const passwd = join(dir, 'passwd')
+    const scram = join(dir, 'scram')
+    await addOrUpdateUser(passwd, 'user', 'pass')
+    await addOrUpdateUser(scram, 'user', 'pass', 'scram')
+    writeFileSync(join(dir, 'acl'), 'deny all all secret/#\nallow all all #\n')
+    const { broker, port } = await BrokerProcess.start({
+      ...FUZZ_ENV, VMQTT_AUTH_ANONYMOUS: 'true', VMQTT_AUTH_FAIL_DELAY: '0', VMQTT_AUTH_PASSWORD_FILE: passwd,
+      VMQTT_AUTH_SCRAM_FILE: scram, VMQTT_AUTH_JWT_SECRET: 'fuzz-test-secret-of-at-least-32-bytes!!',
+      VMQTT_ACL_FILE: join(dir, 'acl'), VMQTT_AUDIT_LOG: join(dir, 'audit.jsonl'),
+    })
+    await using _ = broker
+    const r = await runFuzz(port, { seed: SEED + 1, cases: 2000 })
+    expect(broker.alive).toBe(true)
+    expect(r.unreachable).toBe(0)
+    expect(r.timeouts).toBe(0)
+    const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 5, clientId: 'after-fuzz-sec', reconnectPeriod: 0 })
+    await client.endAsync()
+    expect(broker.alive).toBe(true)
+    expect(broker.errors()).toEqual([])
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}, 30_000)
