@@ -294,3 +294,101 @@ test('idle timeout: tied to the MQTT keepalive', () => {
   expect(quicIdleTimeout(60)).toBe(91)
   expect(quicIdleTimeout(0)).toBe(Math.ceil(65535 * 1.5) + 1)
 })
+
+describe('failed handshakes and vanished clients', () => {
+  test('wrong ALPN and an untrusted server certificate fail the handshake; the broker keeps serving', async () => {
+    logged.length = 0
+    await expect(QuicMqttClient.connect('127.0.0.1', quicPort, { ca: certs.ca.cert, alpn: 'h3' })).rejects.toThrow(/no application protocol/)
+    await expect(QuicMqttClient.connect('127.0.0.1', quicPort, { ca: certs.otherCa.cert })).rejects.toThrow(/certificate/)
+    const { c } = await QuicRaw.open({ version: 5, clientId: `q-after-hs-${++seq}` })
+    c.q.destroy()
+    expect(logged.some((l) => l.level === 'warn' && l.msg.startsWith('QUIC handshake failed') && String(l.fields.reason).includes('ALPN'))).toBe(true)
+    expect(logged.filter((l) => l.level === 'error')).toEqual([])
+  })
+
+  test('handshakes aborted and clients killed mid-stream by the dozen do not crash the broker', async () => {
+    logged.length = 0
+    const watcher = await tcpClient(4, `chaos-w-${++seq}`, 'chaos/#')
+    const big = Buffer.alloc(200_000, 0x62)
+    const rounds = Array.from({ length: 24 }, async (_, i) => {
+      if (i % 3 === 0) {
+        // gone before the handshake completes
+        const p = QuicMqttClient.connect('127.0.0.1', quicPort, { ca: certs.ca.cert, timeoutMs: 1 })
+        await p.then((c) => c.destroy(), () => {})
+        return
+      }
+      const { c } = await QuicRaw.open({ version: 4, clientId: `chaos-${seq}-${i}`, will: { topic: `chaos/${i}`, payload: 'w' } })
+      if (i % 3 === 1) {
+        // killed in the middle of a large PUBLISH
+        c.send(b.publish({ topic: `chaos/${i}/big`, payload: big, qos: 1, packetId: 1 }).subarray(0, 100_000))
+        c.q.destroy()
+      } else {
+        // half a packet, then a clean stream end
+        c.send(b.publish({ topic: `chaos/${i}`, payload: 'x' }).subarray(0, 3))
+        await c.q.close()
+      }
+    })
+    await Promise.all(rounds)
+    // every connected client ends abnormally: 16 wills
+    const wills = new Set<string>()
+    while (wills.size < 16) {
+      const p = await watcher.nextOf('publish')
+      if (p.cmd === 'publish' && p.payload.toString() === 'w') wills.add(p.topic)
+    }
+    const { c } = await QuicRaw.open({ version: 5, clientId: `q-after-chaos-${seq}` })
+    c.q.destroy()
+    watcher.destroy()
+    expect(logged.filter((l) => l.level === 'error')).toEqual([])
+  })
+
+  test('a client process killed with SIGKILL: the QUIC idle timeout ends the session and the will goes out', async () => {
+    // limits.maxKeepalive 1 => QUIC idle timeout 3 s; a v3.1.1 client with keepalive 0 is not
+    // subject to the broker's keepalive, so only the QUIC idle timeout can notice it is gone
+    await using b2 = await startBroker(quicEnv(certs, { VMQTT_LIMITS_MAX_KEEPALIVE: '1' }), { log: captureLog })
+    const port = b2.broker.portOf('quic')
+    const { client: watcher } = await RawClient.open(b2.port, { version: 4, clientId: 'kill-watcher' })
+    watcher.send(b.subscribe(1, [{ topic: 'will/killed', qos: 1 }]))
+    await watcher.nextOf('suback')
+    const code = `
+      const { QuicMqttClient } = await import(${JSON.stringify(new URL('../../src/transport/quic-client.ts', import.meta.url).pathname)})
+      const c = await QuicMqttClient.connect('127.0.0.1', ${port}, { ca: ${JSON.stringify(certs.ca.cert)}, idleTimeout: 600 })
+      c.ondata = (d) => { if (d[0] === 0x20) console.log('connected') }
+      c.write(new Uint8Array(${JSON.stringify([...b.connect({ version: 4, clientId: 'killed', keepalive: 0, will: { topic: 'will/killed', payload: 'sigkill' } })])}))
+      setInterval(() => {}, 1000)`
+    const child = Bun.spawn([process.execPath, '-e', code], { stdout: 'pipe', stderr: 'inherit', env: { ...process.env, NODE_NO_WARNINGS: '1' } })
+    const reader = child.stdout.getReader()
+    const first = await reader.read()
+    expect(new TextDecoder().decode(first.value)).toContain('connected')
+    expect(b2.broker.connectionOf('killed')?.listener).toBe('quic')
+    const t0 = Date.now()
+    child.kill('SIGKILL')
+    await child.exited
+    const w = await watcher.nextOf('publish', 8000)
+    expect(w.cmd === 'publish' && w.payload.toString()).toBe('sigkill')
+    // not before the idle timeout (3 s), not much after it
+    expect(Date.now() - t0).toBeGreaterThan(quicIdleTimeout(1) * 1000 - 1500)
+    watcher.destroy()
+  }, 15000)
+
+  test('broker shutdown: a v5 QUIC client gets DISCONNECT 0x8B first', async () => {
+    const b2 = await startBroker(quicEnv(certs), { log: captureLog })
+    const { c } = await QuicRaw.open({ version: 5, clientId: 'q-shutdown' }, b2.broker.portOf('quic'))
+    await b2.close()
+    expect(await c.next()).toMatchObject({ cmd: 'disconnect', reasonCode: 0x8b })
+    await c.closed()
+  })
+})
+
+describe('mutual TLS over QUIC', () => {
+  test('clientCert require: a certificate from tls.ca is accepted and its identity used; none or a foreign one fails', async () => {
+    await using b2 = await startBroker(quicEnv(certs, { VMQTT_TLS_CA: certs.ca.cert, VMQTT_TLS_CLIENT_CERT: 'require', VMQTT_TLS_IDENTITY: 'cn' }), { log: captureLog })
+    const port = b2.broker.portOf('quic')
+    await expect(QuicMqttClient.connect('127.0.0.1', port, { ca: certs.ca.cert })).rejects.toThrow(/certificate/)
+    await expect(QuicMqttClient.connect('127.0.0.1', port, { ca: certs.ca.cert, ...certs.mallory })).rejects.toThrow(/TLS alert|handshake/)
+    const { c } = await QuicRaw.open({ version: 5, clientId: 'mtls-alice' }, port, { ...certs.alice })
+    const conn = b2.broker.connectionOf('mtls-alice')!
+    expect(conn.socket.peerCertificate?.()).toMatchObject({ cn: 'alice', authorized: true, sans: ['DNS:alice.example', 'email:alice@example.com'] })
+    expect(conn.username).toBe('alice')
+    c.q.destroy()
+  })
+})
