@@ -2,6 +2,7 @@
 import { defineCommand, runMain } from 'citty'
 import { startAdmin } from './admin/app.ts'
 import { addOrUpdateUser, removeUser, usernameError } from './auth/password-file.ts'
+import { bench } from './bench/command.ts'
 import { createBroker } from './broker/broker.ts'
 import { VERSION } from './broker/sys-topics.ts'
 import { ConfigError, loadConfig, maskSecrets } from './config/load.ts'
@@ -199,7 +200,7 @@ const version = defineCommand({
 
 const main = defineCommand({
   meta: { name: 'vmqtt', version: VERSION, description: 'vmqtt MQTT broker' },
-  subCommands: { start, config, passwd, version },
+  subCommands: { start, config, passwd, bench, version },
 })
 
 // `vmqtt` with no command (or only flags) starts the broker.

@@ -1,6 +1,7 @@
 import { createPrivateKey } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { connect as quicConnect, type QuicSession, type QuicStream } from 'node:quic'
+import { Duplex } from 'node:stream'
 
 export interface QuicClientOptions {
   /** PEM (text or file path) of the CA that signed the server certificate. */
@@ -172,6 +173,31 @@ export class QuicMqttClient {
     this.#queue = []
     try { this.onclose(error) } catch { /* the caller's handler */ }
   }
+}
+
+/**
+ * The client as a Node.js Duplex (for libraries that take a stream, e.g. MQTT.js's MqttClient
+ * with a stream builder). destroy() tears the session down (an abnormal close for the broker).
+ */
+export function quicDuplex(c: QuicMqttClient): Duplex {
+  let ended = false
+  const d = new Duplex({
+    read() {},
+    write(chunk: Buffer, _enc, cb) {
+      if (c.write(chunk)) cb()
+      else c.ondrain = () => { c.ondrain = () => {}; cb() }
+    },
+    final(cb) { c.close().then(() => cb(), () => cb()) },
+    destroy(err, cb) { c.destroy(); cb(err) },
+  })
+  c.ondata = (chunk) => d.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
+  c.onclose = () => {
+    if (ended) return
+    ended = true
+    d.push(null)
+    d.destroy()
+  }
+  return d
 }
 
 function closeQuietly(session: QuicSession): void {

@@ -6,6 +6,8 @@
  */
 import { readFileSync } from 'node:fs'
 import mqtt, { type IClientOptions } from 'mqtt'
+import type { Duplex } from 'node:stream'
+import { QuicMqttClient, quicDuplex } from '../../src/transport/quic-client.ts'
 import type { TestCerts } from './certs.ts'
 import type { TestBroker } from './start-broker.ts'
 
@@ -72,6 +74,15 @@ export const TRANSPORTS: Transport[] = [
     name: 'wss', listener: 'wss', env: (c) => ({ ...tlsEnv(c), VMQTT_WS_HOST: '127.0.0.1', VMQTT_WSS_PORT: '0' }),
     connect: (tb, c, o) => mqttJsClient(`wss://127.0.0.1:${tb.broker.portOf('wss')}/mqtt`, o, caOf(c)),
   },
+  {
+    // MQTT.js on our QUIC client (QuicMqttClient as a Duplex): MQTT.js has no QUIC transport
+    name: 'quic', listener: 'quic',
+    env: (c) => ({ ...tlsEnv(c), VMQTT_QUIC_HOST: '127.0.0.1', VMQTT_QUIC_PORT: '0' }),
+    connect: async (tb, c, o) => {
+      const q = await QuicMqttClient.connect('127.0.0.1', tb.broker.portOf('quic'), { ca: c.ca.cert })
+      return mqttJsClient(() => quicDuplex(q), o)
+    },
+  },
 ]
 
 /** Environment for a broker with every listener of `transports` on (and no fixed port taken). */
@@ -82,14 +93,15 @@ export function transportsEnv(certs: TestCerts, transports: Transport[] = TRANSP
 }
 
 /** A TestClient on MQTT.js (mqtt://, mqtts://, ws://, wss://). */
-export async function mqttJsClient(url: string, o: TestClientOptions, extra: IClientOptions = {}): Promise<TestClient> {
+export async function mqttJsClient(url: string | (() => Duplex), o: TestClientOptions, extra: IClientOptions = {}): Promise<TestClient> {
   const opts: IClientOptions = {
     clientId: o.clientId, protocolVersion: o.version, clean: o.clean ?? true, reconnectPeriod: 0, connectTimeout: 3000, ...extra,
   }
   if (o.sessionExpiry !== undefined) opts.properties = { sessionExpiryInterval: o.sessionExpiry }
   if (o.will !== undefined) opts.will = { topic: o.will.topic, payload: Buffer.from(o.will.payload), qos: o.will.qos ?? 0, retain: false }
   // listeners go on before the CONNACK: a resumed session's queued messages follow it at once
-  const c = mqtt.connect(url, opts)
+  // a stream builder: MQTT.js over a transport it does not know (QUIC)
+  const c = typeof url === 'string' ? mqtt.connect(url, opts) : new mqtt.MqttClient(url, opts)
   let sessionPresent = false
   const messages: TestMessage[] = []
   const disconnects: number[] = []
