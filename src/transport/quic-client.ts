@@ -13,7 +13,9 @@ export interface QuicClientOptions {
   alpn?: string
   /** TLS server name (default: host when it is a name, else "localhost"). */
   servername?: string
-  /** QUIC idle timeout (s) this side announces; the session uses the smaller of both sides'. */
+  /** QUIC idle timeout (s) this side announces; the session uses the smaller of both sides'.
+   * Default 3600: node:quic's own default (10 s) would drop any client silent for 10 s, e.g. one
+   * whose MQTT keepalive is longer than that. Liveness is the MQTT keepalive's job. */
   idleTimeout?: number
   /** Share one local endpoint (UDP socket) with other clients that share (default: one per client). */
   sharedEndpoint?: boolean
@@ -63,11 +65,13 @@ export class QuicMqttClient {
       servername: opts.servername ?? (isName ? host : 'localhost'),
       // an endpoint of the server's address family (node:quic needs [::1]:0 to reach ::1); a
       // separate one per client unless shared (one UDP socket for many clients, as in bench)
-      endpoint: { address: v6 ? (host === '::1' ? '[::1]:0' : '[::]:0') : host.startsWith('127.') ? '127.0.0.1:0' : '0.0.0.0:0' },
+      // idleTimeout: the endpoint (its UDP socket) goes 1 s after its last session; without it
+      // node:quic keeps every client endpoint open for the life of the process
+      endpoint: { address: v6 ? (host === '::1' ? '[::1]:0' : '[::]:0') : host.startsWith('127.') ? '127.0.0.1:0' : '0.0.0.0:0', idleTimeout: 1 },
       reuseEndpoint: opts.sharedEndpoint === true,
       ...(ca !== undefined ? { ca: [ca] } : {}),
       ...(cert !== undefined && key !== undefined ? { certs: [cert], keys: [createPrivateKey(key)] } : {}),
-      ...(opts.idleTimeout !== undefined ? { transportParams: { maxIdleTimeout: opts.idleTimeout } } : {}),
+      transportParams: { maxIdleTimeout: opts.idleTimeout ?? 3600 },
       onerror(e: unknown) { failure ??= e as Error },
     })
     const ms = opts.timeoutMs ?? 5000
@@ -106,11 +110,20 @@ export class QuicMqttClient {
     return false
   }
 
-  /** Ends the stream (FIN) and closes the session gracefully. */
-  async close(): Promise<void> {
-    if (this.#closed) return
-    try { if (this.#writer.endSync() < 0) await this.#writer.end() } catch { /* gone */ }
-    try { await this.#session.close() } catch { /* closed with an error */ }
+  /**
+   * Ends the stream (FIN) and closes the session gracefully; destroys it when that has not
+   * finished within graceMs (a writer waiting for a drain, or a peer that does not answer).
+   */
+  async close(graceMs = 3000): Promise<void> {
+    if (this.#closed && this.#session.destroyed) return
+    const graceful = (async () => {
+      try { if (this.#writer.endSync() < 0) await this.#writer.end() } catch { /* gone */ }
+      try { await this.#session.close() } catch { /* closed with an error */ }
+    })()
+    let timer: ReturnType<typeof setTimeout> | undefined
+    await Promise.race([graceful, new Promise((resolve) => { timer = setTimeout(resolve, graceMs) })])
+    clearTimeout(timer)
+    if (!this.#session.destroyed) this.destroy()
   }
 
   /**
