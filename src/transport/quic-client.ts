@@ -1,6 +1,7 @@
 import { createPrivateKey } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { connect as quicConnect, type QuicSession, type QuicStream } from 'node:quic'
+import type { QuicSession, QuicStream } from 'node:quic'
+import { loadQuic } from './node-quic.ts'
 import { Duplex } from 'node:stream'
 
 export interface QuicClientOptions {
@@ -60,6 +61,7 @@ export class QuicMqttClient {
     const ca = pem(opts.ca), cert = pem(opts.cert), key = pem(opts.key)
     const isName = /[a-z]/i.test(host) && !v6
     let failure: Error | undefined
+    const { connect: quicConnect } = await loadQuic()
     const session = await quicConnect(v6 ? `[${host}]:${port}` : `${host}:${port}`, {
       alpn: opts.alpn ?? 'mqtt',
       servername: opts.servername ?? (isName ? host : 'localhost'),

@@ -1,6 +1,7 @@
 import { createPrivateKey, type KeyObject, type X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { listen, type QuicEndpoint, type QuicSession, type QuicStream } from 'node:quic'
+import type { QuicEndpoint, QuicSession, QuicStream } from 'node:quic'
+import { loadQuic } from './node-quic.ts'
 import type { PeerCertificate } from '../auth/types.ts'
 import type { Logger } from '../log.ts'
 import type { Accept, ConnectionSink, Listener, MqttSocket } from './types.ts'
@@ -55,6 +56,7 @@ export async function listenQuic(opts: QuicListenOptions, accept: Accept): Promi
   const address = host.includes(':') ? `[${host}]:${opts.port}` : `${host}:${opts.port}`
   let endpoint: QuicEndpoint
   try {
+    const { listen } = await loadQuic()
     endpoint = await listen((session) => {
       try {
         new QuicConnection(session, opts, accept)
