@@ -2,20 +2,15 @@ import { createPrivateKey, type KeyObject, type X509Certificate } from 'node:cry
 import { readFileSync } from 'node:fs'
 import type { QuicEndpoint, QuicSession, QuicStream } from 'node:quic'
 import { loadQuic } from './node-quic.ts'
+import type { TlsFiles } from './tls.ts'
 import type { PeerCertificate } from '../auth/types.ts'
 import type { Logger } from '../log.ts'
 import type { Accept, ConnectionSink, Listener, MqttSocket } from './types.ts'
 
-export interface QuicListenOptions {
-  host: string
-  port: number
-  /** PEM files, as for the TLS listener (tls.cert, tls.key, tls.ca). */
-  cert: string
-  key: string
-  ca: string
-  /** none: no certificate asked. request and require both require one: node:quic (Bun 1.4.4)
-   * either asks for a certificate and fails the handshake without one, or does not ask at all. */
-  clientCert: 'none' | 'request' | 'require'
+/** PEM files as for the TLS listener; clientCert none: no certificate asked; request and require
+ * both require one: node:quic (Bun 1.4.4) either asks and fails the handshake without one, or
+ * does not ask at all. */
+export interface QuicListenOptions extends TlsFiles {
   /** limits.maxKeepalive (s, 0 = no cap): the QUIC idle timeout is derived from it (quicIdleTimeout). */
   maxKeepalive: number
   /** Bytes received on the MQTT stream but not processed yet before the connection is closed (0 = no cap). */

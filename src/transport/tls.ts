@@ -6,7 +6,8 @@ import type { Logger } from '../log.ts'
 import type { Accept, ConnectionSink, Listener, MqttSocket } from './types.ts'
 import { sinkHandlers } from './tcp.ts'
 
-export interface TlsListenOptions {
+/** Where a TLS-based listener (mqtts, wss, quic) listens and which certificate files it uses. */
+export interface TlsFiles {
   host: string
   port: number
   /** PEM files: the server certificate chain, its private key, the CA(s) client certificates must chain to. */
@@ -16,6 +17,9 @@ export interface TlsListenOptions {
   /** none: no certificate asked; request: asked, a client may send none, but one that does
    * not verify fails the handshake (as in Mosquitto); require: no valid certificate, no connection. */
   clientCert: 'none' | 'request' | 'require'
+}
+
+export interface TlsListenOptions extends TlsFiles {
   minVersion: 'TLSv1.2' | 'TLSv1.3'
   log: Logger
 }
