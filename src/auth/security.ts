@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import type { Config } from '../config/schema.ts'
@@ -65,7 +66,11 @@ export class Security {
     this.#scramFile = config.auth.scramFile
     if (this.#scramFile !== '') {
       this.#scramUsers = loadScramFile(this.#scramFile)
-      this.scram = new ScramSha256Auth({ lookup: (u) => this.#scramUsers.get(u) })
+      // unknown users get fake salts from this secret: derived from the credentials, so they stay
+      // the same across restarts (a per-process random secret would tell unknown users apart)
+      const secret = createHash('sha256').update('vmqtt scram fake salts')
+      for (const [user, c] of this.#scramUsers) secret.update(user).update(c.serverKey)
+      this.scram = new ScramSha256Auth({ lookup: (u) => this.#scramUsers.get(u), secret: secret.digest() })
     } else this.scram = null
     const anyAuth = authenticators.length > 0 || this.scram !== null
     const a = config.auth.anonymous

@@ -341,6 +341,21 @@ describe('SCRAM-SHA-256 from VMQTT_AUTH_SCRAM_FILE (MQTT 5 enhanced authenticati
     return { c, ack, scram }
   }
 
+  test('an unknown user gets the same salt after a restart (a per-process secret would tell unknown from known users)', async () => {
+    const scramFile = tempFile('scram', `alice:${encodeScramCredentials(scramCredentials('wonderland'))}\n`)
+    const saltOf = async (user: string) => {
+      await using br = await startBroker({ VMQTT_AUTH_SCRAM_FILE: scramFile, ...NO_DELAY })
+      const c = await RawClient.connect(br.port, { version: 5 })
+      c.send(b.connect({ version: 5, clientId: 'salt', properties: { authMethod: METHOD, authData: scramClient(user, 'x').first } }))
+      const challenge = (await c.next()) as IAuthPacket
+      c.destroy()
+      return /s=([^,]+)/.exec(challenge.properties!.authenticationData!.toString())![1]
+    }
+    const first = await saltOf('nobody')
+    expect(await saltOf('nobody')).toBe(first)
+    expect(await saltOf('someone-else')).not.toBe(first)
+  })
+
   test('a full exchange succeeds and the connection\'s username is the SCRAM user (ACL %u applies)', async () => {
     const scramFile = tempFile('scram', `# users\nalice:${encodeScramCredentials(scramCredentials('wonderland'))}\n`)
     const acl = tempFile('acl', 'allow all all users/%u/#\n')
