@@ -8,36 +8,13 @@ import type { Packet } from 'mqtt-packet'
 import * as b from '../helpers/packet-builder.ts'
 import { RawClient } from '../helpers/raw-client.ts'
 import { startBroker } from '../helpers/start-broker.ts'
+import { bystander } from '../helpers/bystander.ts'
 
 type V = 4 | 5
 const PACKET_TOO_LARGE = 0x95
 const TOPIC_NAME_INVALID = 0x90
 const TOPIC_FILTER_INVALID = 0x8f
 
-let seq = 0
-
-/** A subscriber on its own topic plus a publisher; check() proves routing still works for them. */
-async function bystander(port: number, version: V) {
-  const id = `ok-${++seq}`
-  const { client: sub } = await RawClient.open(port, { version, clientId: `${id}-sub` })
-  const { client: pub } = await RawClient.open(port, { version, clientId: `${id}-pub` })
-  sub.send(b.subscribe(1, [{ topic: `ok/${id}`, qos: 1 }], { version }))
-  await sub.nextOf('suback')
-  let n = 0
-  return {
-    async check(): Promise<void> {
-      const payload = `msg-${++n}`
-      pub.send(b.publish({ topic: `ok/${id}`, payload, qos: 1, packetId: n, version }))
-      expect((await pub.nextOf('puback')).messageId).toBe(n)
-      const p = await sub.nextOf('publish')
-      expect(p.cmd === 'publish' ? `${p.topic} ${p.payload.toString()}` : p.cmd).toBe(`ok/${id} ${payload}`)
-    },
-    async [Symbol.asyncDispose](): Promise<void> {
-      await sub.close()
-      await pub.close()
-    },
-  }
-}
 
 /** v5: DISCONNECT with `reason` then close; v3.1.1: close without any packet. */
 async function expectClosedWith(c: RawClient, version: V, reason: number): Promise<void> {

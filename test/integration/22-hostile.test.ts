@@ -10,6 +10,7 @@ import { limitCounters } from '../../src/broker/limits.ts'
 import * as b from '../helpers/packet-builder.ts'
 import { RawClient } from '../helpers/raw-client.ts'
 import { startBroker } from '../helpers/start-broker.ts'
+import { bystander } from '../helpers/bystander.ts'
 
 type V = 4 | 5
 const MESSAGE_RATE_TOO_HIGH = 0x96
@@ -87,28 +88,6 @@ async function expectClosedWith(c: RawClient, version: V, reason: number): Promi
     expect(d.cmd === 'disconnect' ? d.reasonCode : -1).toBe(reason)
   }
   await c.closed()
-}
-
-/** A subscriber and a publisher on their own topic; check() proves routing still works. */
-async function bystander(port: number, version: V, name: string) {
-  const { client: sub } = await RawClient.open(port, { version, clientId: `${name}-sub` })
-  const { client: pub } = await RawClient.open(port, { version, clientId: `${name}-pub` })
-  sub.send(b.subscribe(1, [{ topic: `ok/${name}`, qos: 1 }], { version }))
-  await sub.nextOf('suback')
-  let n = 0
-  return {
-    async check(): Promise<void> {
-      const payload = `msg-${++n}`
-      pub.send(b.publish({ topic: `ok/${name}`, payload, qos: 1, packetId: n, version }))
-      expect((await pub.nextOf('puback')).messageId).toBe(n)
-      const p = await sub.nextOf('publish')
-      expect(p.cmd === 'publish' ? p.payload.toString() : p.cmd).toBe(payload)
-    },
-    async [Symbol.asyncDispose](): Promise<void> {
-      await sub.close()
-      await pub.close()
-    },
-  }
 }
 
 describe('per-address connection limits', () => {
