@@ -15,7 +15,6 @@ const PACKET_TOO_LARGE = 0x95
 const TOPIC_NAME_INVALID = 0x90
 const TOPIC_FILTER_INVALID = 0x8f
 
-
 /** v5: DISCONNECT with `reason` then close; v3.1.1: close without any packet. */
 async function expectClosedWith(c: RawClient, version: V, reason: number): Promise<void> {
   if (version === 5) {
