@@ -240,6 +240,7 @@ export class JwtAuth implements Authenticator {
     if (req.username !== undefined && req.username !== named) return deny(`CONNECT username differs from claim ${claim}`)
     const username = named
     const result: AuthResult = { decision: 'allow', username, detail: `jwt ${header.alg}${header.kid !== undefined ? ` kid ${header.kid}` : ''}` }
+    if (typeof payload.exp === 'number') result.expiresAt = payload.exp * 1000
     const aclClaim = this.#opts.aclClaim ?? 'acl'
     if (payload[aclClaim] !== undefined) {
       const acl = aclFromClaim(payload[aclClaim])

@@ -42,6 +42,8 @@ export interface AuthResult {
   username?: string
   /** On allow: a per-connection ACL that replaces the rules file for this client. */
   acl?: ClientAcl
+  /** On allow: wall-clock ms when the credential expires (a JWT's exp); the connection ends then. */
+  expiresAt?: number
   /** Why, for the audit log (never the password). */
   detail?: string
 }

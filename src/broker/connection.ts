@@ -8,6 +8,7 @@ import type { Will } from '../session/types.ts'
 import type { ConnectionSink, MqttSocket } from '../transport/types.ts'
 import type { Broker } from './broker.ts'
 import { dispatch } from './dispatch.ts'
+import { forgetExpiry } from './handlers/connect.ts'
 import { slowConsumer, type AddressEntry } from './limits.ts'
 
 export type ConnState = 'new' | 'authenticating' | 'connected' | 'closed'
@@ -299,6 +300,7 @@ export class Connection implements ConnectionSink {
   }
 
   #closed(): void {
+    forgetExpiry(this)
     try {
       this.broker.connectionClosed(this)
     } catch (e) {

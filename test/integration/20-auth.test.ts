@@ -175,6 +175,21 @@ describe('JWT (HS256, VMQTT_AUTH_JWT_SECRET)', () => {
         expect(await codeOf(br.port, { version })).toBe(NOT_AUTHORIZED[version])
       })
 
+      test('the connection ends when its token expires (v5 DISCONNECT 0xA0, v3 closed)', async () => {
+        await using br = await startBroker({ VMQTT_AUTH_JWT_SECRET: SECRET, ...NO_DELAY })
+        const exp = Math.floor(Date.now() / 1000) + 2
+        const c = await accepted(br.port, jwtConnect(version, await token({ sub: 'carol', exp }), 'carol'))
+        const t0 = Date.now()
+        if (version === 5) {
+          const d = await c.nextOf('disconnect', 5000)
+          expect(d.cmd === 'disconnect' ? d.reasonCode : -1).toBe(0xa0)
+        }
+        await c.closed(5000)
+        // not before the token's exp (whole seconds), and not much after it
+        expect(Date.now()).toBeGreaterThanOrEqual(exp * 1000 - 50)
+        expect(Date.now() - t0).toBeLessThan(4000)
+      })
+
       test('VMQTT_AUTH_JWT_ISSUER set: the right issuer → 0, a wrong or missing one → 0x86 / 4', async () => {
         await using br = await startBroker({ VMQTT_AUTH_JWT_SECRET: SECRET, VMQTT_AUTH_JWT_ISSUER: 'https://issuer.test', ...NO_DELAY })
         expect(await codeOf(br.port, jwtConnect(version, await token({ sub: 'carol', iss: 'https://issuer.test' }), 'carol'))).toBe(0)

@@ -99,10 +99,39 @@ async function authenticate(conn: Connection, sec: Security, p: IConnectPacket, 
     if ((conn.state as string) === 'closed') return
     if (r.username !== undefined) conn.username = r.username
     conn.acl = r.acl ?? null
-    return complete(conn, p, assignedId, undefined)
+    complete(conn, p, assignedId, undefined)
+    if (r.expiresAt !== undefined && conn.state === 'connected') endAtExpiry(conn, r.expiresAt)
+    return
   }
   const code = r.reason ?? RC.BAD_USER_NAME_OR_PASSWORD
   return refuseLogin(conn, code, code === RC.NOT_AUTHORIZED ? 'not authorized' : 'bad user name or password', r.detail)
+}
+
+const expiryTimers = new WeakMap<Connection, ReturnType<typeof setTimeout>>()
+/** setTimeout's longest delay (~24.8 days); a credential valid longer is not watched. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/** A connection whose credential expires (a JWT's exp) is closed then: v5 DISCONNECT 0xA0. */
+function endAtExpiry(conn: Connection, expiresAt: number): void {
+  const ms = Math.max(0, expiresAt - Date.now())
+  if (ms > MAX_TIMER_MS) return
+  const timer = setTimeout(() => {
+    expiryTimers.delete(conn)
+    if (conn.state !== 'connected') return
+    conn.broker.log.info('closing connection: credential expired', { clientId: conn.clientId })
+    conn.broker.security?.audit.event('kick', { clientId: conn.clientId, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, reason: 'credential expired' })
+    conn.disconnect(RC.MAXIMUM_CONNECT_TIME, 'credential expired')
+  }, ms)
+  timer.unref?.()
+  expiryTimers.set(conn, timer)
+}
+
+/** Drops the expiry timer of a closing connection (so it does not keep the connection alive). */
+export function forgetExpiry(conn: Connection): void {
+  const timer = expiryTimers.get(conn)
+  if (timer === undefined) return
+  clearTimeout(timer)
+  expiryTimers.delete(conn)
 }
 
 /** A failed login (any method): the refusal waits longer with each failure from the address. */
