@@ -181,14 +181,14 @@ export class Security {
     for (const [addr, f] of this.#failures) if (now - f.at >= FAILURE_MEMORY_MS) this.#failures.delete(addr)
   }
 
-  /** Whether ACL checks apply at all. */
-  get aclActive(): boolean {
-    return this.acl !== null
+  /** Whether ACL checks apply to this client at all (a token's lists, or a rules file). */
+  restricts(who: Principal): boolean {
+    return who.acl !== null || this.acl !== null
   }
 
   /** May this client publish to topic / subscribe to filter (without $share prefix)? */
   authorize(who: Principal, action: AclAction, topic: string): boolean {
-    if (who.acl === null && this.acl === null) return true
+    if (!this.restricts(who)) return true
     const req = { clientId: who.clientId, username: who.username, address: who.socket.remoteAddress, action, topic }
     const d = who.acl !== null ? authorizeClientAcl(who.acl, req) : this.acl!.authorize(req)
     return d === 'allow'

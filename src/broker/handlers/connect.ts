@@ -172,7 +172,7 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
   if (typeof will === 'string') return
   // the will is a publish like any other: the ACL must allow its topic (as Mosquitto does)
   const sec = broker.security
-  if (will !== null && sec !== null && (conn.acl !== null || sec.aclActive) && !sec.authorize(conn, 'publish', will.msg.topic)) {
+  if (will !== null && sec !== null && !sec.authorize(conn, 'publish', will.msg.topic)) {
     return refuse(conn, RC.NOT_AUTHORIZED, 'not authorized', `will topic ${will.msg.topic} denied by the ACL`)
   }
   if (old !== undefined) {
@@ -255,7 +255,7 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
 function recheckResumed(conn: Connection, s: Session): void {
   const broker = conn.broker
   const sec = broker.security
-  if (sec === null || (conn.acl === null && !sec.aclActive)) return
+  if (sec === null || !sec.restricts(conn)) return
   let changed = false
   for (const sub of s.subscriptionList()) {
     if (sec.authorize(conn, 'subscribe', sub.filter)) continue

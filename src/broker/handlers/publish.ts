@@ -51,7 +51,7 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
   }
   const sec = broker.security
   // $SYS/ belongs to the broker: a client cannot plant or spoof its values (as in Mosquitto)
-  const denied = isSysTopic(topic) || (sec !== null && (conn.acl !== null || sec.aclActive) && !sec.authorize(conn, 'publish', topic))
+  const denied = isSysTopic(topic) || (sec !== null && !sec.authorize(conn, 'publish', topic))
   if (denied) {
     broker.log.debug('publish denied', { clientId: conn.clientId, topic })
     sec?.audit.denied(conn, { clientId: conn.clientId, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, action: 'publish', topic })

@@ -45,7 +45,7 @@ export function handleSubscribe(conn: Connection, packet: Packet): void {
       continue
     }
     const sec = broker.security
-    if (sec !== null && (conn.acl !== null || sec.aclActive) && !sec.authorize(conn, 'subscribe', parsed.filter)) {
+    if (sec !== null && !sec.authorize(conn, 'subscribe', parsed.filter)) {
       // shared subscriptions are checked by their filter, like any other
       sec.audit.denied(conn, { clientId: conn.clientId, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, action: 'subscribe', topic: req.topic })
       granted.push(conn.v5 ? RC.NOT_AUTHORIZED : 0x80)
