@@ -3,6 +3,7 @@ import { bearerAuth } from 'hono/bearer-auth'
 import { getConnInfo } from 'hono/bun'
 import type { Context } from 'hono'
 import type { Broker } from '../broker/broker.ts'
+import { identity } from '../auth/audit.ts'
 import { RC } from '../codec/reason-codes.ts'
 import { VERSION } from '../broker/sys-topics.ts'
 
@@ -35,7 +36,7 @@ export function createAdminApp(broker: Broker): Hono {
     const conn = broker.connectionOf(id)
     if (conn === undefined) return c.json({ error: `client ${id} is not connected` }, 404)
     audit('kick', c, { clientId: id })
-    broker.security?.audit.event('kick', { clientId: id, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, reason: 'admin' })
+    broker.security?.audit.event('kick', { ...identity(conn), reason: 'admin' })
     conn.disconnect(RC.ADMINISTRATIVE_ACTION, 'disconnected by an administrator')
     return c.json({ kicked: id })
   })

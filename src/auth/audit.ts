@@ -19,6 +19,11 @@ export interface AuditFields {
 }
 
 const MAX_TOPIC = 512
+
+/** The identity fields of an audit line for a connection: client id, username, address, listener. */
+export function identity(c: { clientId: string; username: string | undefined; listener: string; socket: { readonly remoteAddress: string } }): AuditFields {
+  return { clientId: c.clientId || undefined, username: c.username, address: c.socket.remoteAddress, listener: c.listener }
+}
 const DENIALS_PER_SECOND = 10
 
 /**

@@ -27,6 +27,7 @@ import { restore } from './restore.ts'
 import { route } from './route.ts'
 import { publishSys } from './sys-topics.ts'
 import { publishWill } from './will.ts'
+import { identity } from '../auth/audit.ts'
 
 export interface BrokerStats {
   msgsIn: number
@@ -339,7 +340,7 @@ export class Broker {
         this.removeSubscription(s, sub.raw)
         changed = true
         this.log.info('subscription revoked by the ACL', { clientId: s.clientId, filter: sub.raw })
-        sec.audit.event('acl-denied', { clientId: s.clientId, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, action: 'subscription revoked', topic: sub.raw })
+        sec.audit.event('acl-denied', { ...identity(conn), action: 'subscription revoked', topic: sub.raw })
       }
       if (changed) this.saveSession(s)
     }

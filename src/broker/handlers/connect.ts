@@ -11,6 +11,7 @@ import type { Delivery } from '../../session/types.ts'
 import type { Security } from '../../auth/security.ts'
 import type { AuthResult } from '../../auth/types.ts'
 import { runAuthStep } from './auth.ts'
+import { identity } from '../../auth/audit.ts'
 
 /** [MQTT-3.1.2-2] unsupported protocol level: CONNACK 0x01 and close; [MQTT-3.1.2-1] a wrong
  * protocol name: close without CONNACK. */
@@ -26,7 +27,7 @@ export function rejectProtocol(conn: Connection, peek: ConnectPeek): void {
  * `detail` goes to the log and the audit log only, never to the client. */
 export function refuse(conn: Connection, code: number, reason: string, detail?: string): void {
   if (conn.state === 'closed') return
-  const fields = { clientId: conn.clientId || undefined, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, reason: `0x${code.toString(16)}`, error: reason, detail }
+  const fields = { ...identity(conn), reason: `0x${code.toString(16)}`, error: reason, detail }
   conn.broker.log.info('connection refused', fields)
   conn.broker.security?.audit.event('connect-failed', fields)
   if (conn.v5) conn.sendPacket({ cmd: 'connack', sessionPresent: false, reasonCode: code, properties: { reasonString: reason } })
@@ -119,7 +120,7 @@ function endAtExpiry(conn: Connection, expiresAt: number): void {
     expiryTimers.delete(conn)
     if (conn.state !== 'connected') return
     conn.broker.log.info('closing connection: credential expired', { clientId: conn.clientId })
-    conn.broker.security?.audit.event('kick', { clientId: conn.clientId, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, reason: 'credential expired' })
+    conn.broker.security?.audit.event('kick', { ...identity(conn), reason: 'credential expired' })
     conn.disconnect(RC.MAXIMUM_CONNECT_TIME, 'credential expired')
   }, ms)
   timer.unref?.()
@@ -178,7 +179,7 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
   if (old !== undefined) {
     // [MQTT-3.1.4-3] take over: the existing connection is closed (v5: DISCONNECT 0x8E)
     broker.log.info('session taken over', { clientId: id })
-    broker.security?.audit.event('kick', { clientId: id, username: old.username, address: old.socket.remoteAddress, listener: old.listener, reason: 'session taken over', by: conn.socket.remoteAddress })
+    broker.security?.audit.event('kick', { ...identity(old), reason: 'session taken over', by: conn.socket.remoteAddress })
     old.disconnect(RC.SESSION_TAKEN_OVER, 'session taken over by a new connection')
   }
   let s = broker.sessions.get(id)
@@ -239,7 +240,7 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
     conn.sendPacket({ cmd: 'connack', sessionPresent, returnCode: 0 })
   }
   broker.log.debug('client connected', { clientId: id, version: conn.version, clean: p.clean, sessionPresent })
-  broker.security?.audit.event('connect', { clientId: id, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, version: conn.version, method: conn.authMethod })
+  broker.security?.audit.event('connect', { ...identity(conn), version: conn.version, method: conn.authMethod })
   if (sessionPresent) {
     recheckResumed(conn, s)
     resendInflight(conn, s)
@@ -261,7 +262,7 @@ function recheckResumed(conn: Connection, s: Session): void {
     if (sec.authorize(conn, 'subscribe', sub.filter)) continue
     broker.removeSubscription(s, sub.raw)
     changed = true
-    sec.audit.event('acl-denied', { clientId: conn.clientId, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, action: 'subscription dropped on resume', topic: sub.raw })
+    sec.audit.event('acl-denied', { ...identity(conn), action: 'subscription dropped on resume', topic: sub.raw })
   }
   if (changed) broker.saveSession(s)
   const readable = (d: Delivery) => sec.authorize(conn, 'subscribe', d.msg.topic)

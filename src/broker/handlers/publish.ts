@@ -7,6 +7,7 @@ import { topicNameError } from '../../topic/validate.ts'
 import type { Connection } from '../connection.ts'
 import { overPublishRate } from '../limits.ts'
 import { storeRetained } from '../will.ts'
+import { identity } from '../../auth/audit.ts'
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 const scratch: InPublish = { topic: '', packetId: 0, qos: 0, retain: false, dup: false, payload: Buffer.alloc(0), props: null, expiry: -1, topicAlias: 0 }
@@ -54,7 +55,7 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
   const denied = isSysTopic(topic) || (sec !== null && !sec.authorize(conn, 'publish', topic))
   if (denied) {
     broker.log.debug('publish denied', { clientId: conn.clientId, topic })
-    sec?.audit.denied(conn, { clientId: conn.clientId, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, action: 'publish', topic })
+    sec?.audit.denied(conn, { ...identity(conn), action: 'publish', topic })
     // v5: PUBACK / PUBREC 0x87 Not authorized; QoS 0 is dropped. v3 has no way to say no: the
     // message is acknowledged as usual and dropped [MQTT-3.3.5-2]
     if (conn.v5) {

@@ -5,6 +5,7 @@ import type { Subscription } from '../../session/types.ts'
 import { filterMatches } from '../../topic/match.ts'
 import { parseShared, topicFilterError } from '../../topic/validate.ts'
 import type { Connection } from '../connection.ts'
+import { identity } from '../../auth/audit.ts'
 
 /** SUBSCRIBE: validate each filter, grant QoS, answer SUBACK, then send retained messages. */
 export function handleSubscribe(conn: Connection, packet: Packet): void {
@@ -47,7 +48,7 @@ export function handleSubscribe(conn: Connection, packet: Packet): void {
     const sec = broker.security
     if (sec !== null && !sec.authorize(conn, 'subscribe', parsed.filter)) {
       // shared subscriptions are checked by their filter, like any other
-      sec.audit.denied(conn, { clientId: conn.clientId, username: conn.username, address: conn.socket.remoteAddress, listener: conn.listener, action: 'subscribe', topic: req.topic })
+      sec.audit.denied(conn, { ...identity(conn), action: 'subscribe', topic: req.topic })
       granted.push(conn.v5 ? RC.NOT_AUTHORIZED : 0x80)
       continue
     }
