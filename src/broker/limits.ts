@@ -2,6 +2,7 @@ import { RC } from '../codec/reason-codes.ts'
 import type { ConnectionSink } from '../transport/types.ts'
 import type { Broker } from './broker.ts'
 import type { Connection } from './connection.ts'
+import { identity } from '../auth/audit.ts'
 
 /**
  * Limits against hostile or broken clients: open connections and new connections per second
@@ -198,7 +199,7 @@ function kick(conn: Connection, code: number, reason: string, counter: 'publishR
   limitsOf(broker).counters[counter]++
   const address = conn.socket.remoteAddress
   broker.log.warn('closing connection: publish limit exceeded', { clientId: conn.clientId, remote: address, reason })
-  broker.security?.audit.event('kick', { clientId: conn.clientId, username: conn.username, address, listener: conn.listener, reason })
+  broker.security?.audit.event('kick', { ...identity(conn), reason })
   conn.disconnect(code, reason)
 }
 
@@ -218,7 +219,7 @@ export function slowConsumer(conn: Connection, pending: number): void {
   const cap = broker.config.limits.maxPendingBytes
   const address = conn.socket.remoteAddress
   broker.log.warn('closing connection: client does not read its messages', { clientId: conn.clientId || undefined, remote: address, pending, maxPendingBytes: cap })
-  broker.security?.audit.event('kick', { clientId: conn.clientId || undefined, username: conn.username, address, listener: conn.listener, reason: `more than ${cap} bytes of unsent output` })
+  broker.security?.audit.event('kick', { ...identity(conn), reason: `more than ${cap} bytes of unsent output` })
 }
 
 /** Counts a connection closed by limits.packetTimeout. */
