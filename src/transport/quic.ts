@@ -1,8 +1,7 @@
 import { createPrivateKey, type KeyObject, type X509Certificate } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import type { QuicEndpoint, QuicSession, QuicStream } from 'node:quic'
 import { loadQuic } from './node-quic.ts'
-import type { TlsFiles } from './tls.ts'
+import { readPem, splitSans, type TlsFiles } from './tls.ts'
 import type { PeerCertificate } from '../auth/types.ts'
 import type { Logger } from '../log.ts'
 import type { Accept, ConnectionSink, Listener, MqttSocket } from './types.ts'
@@ -63,7 +62,7 @@ export async function listenQuic(opts: QuicListenOptions, accept: Accept): Promi
       endpoint: { address, maxConnectionsPerHost: 0, maxConnectionsTotal: 65535 },
       alpn: ['mqtt'],
       sni: { '*': ids },
-      ...(opts.ca !== '' ? { ca: [readPem('CA', opts.ca)] } : {}),
+      ...(opts.ca !== '' ? { ca: [Buffer.from(readPem('CA', opts.ca))] } : {}),
       verifyClient: opts.clientCert !== 'none',
       enableEarlyData: false,
       transportParams: { maxIdleTimeout: quicIdleTimeout(opts.maxKeepalive), initialMaxStreamsUni: 0 },
@@ -273,7 +272,7 @@ function peerCertificate(this: QuicConnection): PeerCertificate | undefined {
   const cn = /^CN=(.*)$/m.exec(c.subject)?.[1]
   return {
     cn,
-    sans: c.subjectAltName ? (c.subjectAltName.match(/(?:[^,"\s][^,"]*|"(?:\\.|[^"\\])*")+/g) ?? []) : [],
+    sans: splitSans(c.subjectAltName),
     fingerprint: c.fingerprint256,
     // node:quic fails the handshake for a certificate that does not chain to tls.ca
     authorized: true,
@@ -291,7 +290,7 @@ function handshakeReason(msg: string): string {
 /** The server identity from tls.cert / tls.key; errors name the file. */
 function loadIdentity(o: QuicListenOptions): { keys: KeyObject[]; certs: Buffer[] } {
   if (o.clientCert !== 'none' && o.ca === '') throw new Error(`tls.ca must name the CA file that client certificates chain to when tls.clientCert is ${o.clientCert}`)
-  const cert = readPem('certificate', o.cert)
+  const cert = Buffer.from(readPem('certificate', o.cert))
   if (!cert.includes('-----BEGIN CERTIFICATE-----')) throw new Error(`TLS certificate file ${o.cert}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)`)
   const keyText = readPem('key', o.key)
   let key: KeyObject
@@ -301,13 +300,4 @@ function loadIdentity(o: QuicListenOptions): { keys: KeyObject[]; certs: Buffer[
     throw new Error(`TLS key file ${o.key}: not a valid unencrypted PEM private key (${(e as Error).message})`)
   }
   return { keys: [key], certs: [cert] }
-}
-
-function readPem(what: string, path: string): Buffer {
-  if (path === '') throw new Error(`tls: the ${what} file is not set`)
-  try {
-    return readFileSync(path)
-  } catch (e) {
-    throw new Error(`TLS ${what} file ${path}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`)
-  }
 }

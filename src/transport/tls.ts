@@ -107,10 +107,15 @@ function peerCertificate(this: Sock): PeerCertificate | undefined {
   return {
     cn: Array.isArray(cn) ? cn[0] : cn,
     // "DNS:a, email:b"; a value with a comma is quoted by the runtime ("DNS:\"a, b\"")
-    sans: c.subjectaltname ? (c.subjectaltname.match(/(?:[^,"\s][^,"]*|"(?:\\.|[^"\\])*")+/g) ?? []) : [],
+    sans: splitSans(c.subjectaltname),
     fingerprint: c.fingerprint256,
     authorized: this.getAuthorizationError() == null,
   }
+}
+
+/** "DNS:a, email:b" as ["DNS:a", "email:b"]; a value with a comma is quoted by the runtime ("DNS:\"a, b\""). */
+export function splitSans(text: string | undefined): string[] {
+  return text ? (text.match(/(?:[^,"\s][^,"]*|"(?:\\.|[^"\\])*")+/g) ?? []) : []
 }
 
 const codeOf = (e: Error | null): string => (e as (Error & { code?: string }) | null)?.code ?? ''
@@ -163,7 +168,8 @@ function loadTls(o: TlsListenOptions): TlsOptions {
   return tls
 }
 
-function readPem(what: string, path: string): string {
+/** Reads a PEM file; the error names the file and why (no such file, permission denied, ...). */
+export function readPem(what: string, path: string): string {
   if (path === '') throw new Error(`tls: the ${what} file is not set`)
   try {
     return readFileSync(path, 'utf8')

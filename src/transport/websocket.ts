@@ -1,9 +1,9 @@
-import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import type { Server, ServerWebSocket } from 'bun'
 import type { Logger } from '../log.ts'
 import type { Accept, ConnectionSink, Listener, MqttSocket } from './types.ts'
 import { trustedProxies, unmapIPv4 } from './proxy-protocol.ts'
+import { readPem } from './tls.ts'
 
 export interface WsListenOptions {
   host: string
@@ -219,17 +219,10 @@ export function clientAddress(trusted: readonly string[]): (peer: string, xff: s
 
 /** Reads the PEM files (listenTls has already checked them when both listeners are on). */
 function readTls(o: WssOptions): TlsOptions {
-  const read = (what: string, path: string) => {
-    try {
-      return readFileSync(path, 'utf8')
-    } catch (e) {
-      throw new Error(`wss: cannot read the TLS ${what} file ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`)
-    }
-  }
   if (o.clientCert === 'require' && o.ca === '') throw new Error('tls.ca must name the CA file that client certificates chain to when tls.clientCert is require')
-  const tls: TlsOptions = { cert: read('certificate', o.cert), key: read('key', o.key), minVersion: VERSION[o.minVersion] }
+  const tls: TlsOptions = { cert: readPem('certificate', o.cert), key: readPem('key', o.key), minVersion: VERSION[o.minVersion] }
   if (o.clientCert === 'require') {
-    tls.ca = read('CA', o.ca)
+    tls.ca = readPem('CA', o.ca)
     tls.requestCert = true
     tls.rejectUnauthorized = true
   }
