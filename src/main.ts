@@ -7,6 +7,7 @@ import { createBroker } from './broker/broker.ts'
 import { VERSION } from './broker/sys-topics.ts'
 import { ConfigError, loadConfig, maskSecrets } from './config/load.ts'
 import type { Config } from './config/schema.ts'
+import { applyRuntimeEnv } from './runtime.ts'
 
 const configArgs = {
   config: { type: 'string', description: 'JSON config file (also VMQTT_CONFIG)' },
@@ -50,28 +51,20 @@ const start = defineCommand({
   meta: { name: 'start', description: 'Start the broker (default)' },
   args: configArgs,
   async run({ args }) {
+    applyRuntimeEnv()
     const config = load(args)
     const broker = createBroker(config)
-    try {
-      await broker.start()
-    } catch (e) {
-      broker.log.error('cannot start', { error: (e as Error).message })
-      // also on stderr, so the reason shows whatever the log level
-      process.stderr.write(`vmqtt: cannot start: ${(e as Error).message}\n`)
-      process.exit(1)
-    }
     let admin: ReturnType<typeof startAdmin> = null
-    try {
-      admin = startAdmin(broker)
-    } catch (e) {
-      broker.log.error('cannot start admin listener', { error: (e as Error).message })
-      await broker.close()
-      process.exit(1)
-    }
+    let started = false
     let stopping = false
+    // the handlers go in before anything listens: a signal that arrives while the broker is
+    // starting waits for the start to finish and then shuts down as usual (not the default
+    // disposition, which would end the process with 143 and no DISCONNECTs)
+    let starting: Promise<void> = Promise.resolve()
     const stop = async (signal: string) => {
       if (stopping) return
       stopping = true
+      await starting.catch(() => undefined)
       broker.log.info('shutting down', { signal })
       admin?.stop()
       await broker.close()
@@ -79,9 +72,26 @@ const start = defineCommand({
       process.exit(0)
     }
     // SIGHUP: re-read password/ACL/JWT/SCRAM files and TLS certificates without a restart
-    process.on('SIGHUP', () => void broker.reload())
+    process.on('SIGHUP', () => { if (started) void broker.reload() })
     process.on('SIGINT', () => void stop('SIGINT'))
     process.on('SIGTERM', () => void stop('SIGTERM'))
+    starting = broker.start()
+    try {
+      await starting
+    } catch (e) {
+      broker.log.error('cannot start', { error: (e as Error).message })
+      // also on stderr, so the reason shows whatever the log level
+      process.stderr.write(`vmqtt: cannot start: ${(e as Error).message}\n`)
+      process.exit(1)
+    }
+    try {
+      admin = startAdmin(broker)
+    } catch (e) {
+      broker.log.error('cannot start admin listener', { error: (e as Error).message })
+      await broker.close()
+      process.exit(1)
+    }
+    started = true
   },
 })
 

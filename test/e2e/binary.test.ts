@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
-import { mkdtempSync, rmSync, existsSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import mqtt from 'mqtt'
@@ -54,6 +54,8 @@ test('the compiled binary runs from another directory with env config and serves
     const line = await waitForLog(reader, (l) => l.msg === 'mqtt listening')
     const port = line.port as number
     expect(port).toBeGreaterThan(0)
+    // the binary replaced itself (same pid) with the allocator setting of src/runtime.ts
+    expect(readFileSync(`/proc/${child.pid}/environ`, 'latin1').split('\0')).toContain('MIMALLOC_PURGE_DELAY=-1')
     const sub = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 5, clientId: 'e2e-sub' })
     const pub = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 4, clientId: 'e2e-pub' })
     await sub.subscribeAsync('e2e/#', { qos: 1 })

@@ -4,7 +4,7 @@
  * `config check`, `config print` and `version` commands.
  */
 import { describe, expect, test } from 'bun:test'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Subprocess } from 'bun'
@@ -18,12 +18,26 @@ const SERVER_SHUTTING_DOWN = 0x8b
 
 type LogLine = Record<string, unknown>
 
-/** The parent environment without VMQTT_* variables (unknown ones make the CLI refuse to start). */
+/** The parent environment without VMQTT_* variables (unknown ones make the CLI refuse to start)
+ * and without MIMALLOC_* ones (the start command sets those itself, see src/runtime.ts). */
 function baseEnv(): Record<string, string> {
   const env: Record<string, string> = {}
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('VMQTT_') && v !== undefined) env[k] = v
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('VMQTT_') && !k.startsWith('MIMALLOC_') && v !== undefined) env[k] = v
   return env
 }
+
+/** The environment of a running process, from /proc (Linux). */
+function environOf(pid: number): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const kv of readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0')) {
+    const eq = kv.indexOf('=')
+    if (eq > 0) out[kv.slice(0, eq)] = kv.slice(eq + 1)
+  }
+  return out
+}
+
+/** Names of the threads of a running process (Linux). */
+const threadNames = (pid: number) => readdirSync(`/proc/${pid}/task`).map((t) => readFileSync(`/proc/${pid}/task/${t}/comm`, 'latin1').trim())
 
 /** A running `src/main.ts` with its JSON log lines collected as they arrive. */
 class Cli {
@@ -189,6 +203,26 @@ describe('vmqtt start', () => {
     cli.proc.kill('SIGTERM')
     expect(await cli.exited()).toBe(0)
     expect(cli.lines.filter((l) => l.msg === 'mqtt listening')).toEqual([])
+  }, 15_000)
+
+  test.concurrent('start replaces itself once (same pid) with MIMALLOC_PURGE_DELAY=-1: no mimalloc scavenger thread', async () => {
+    await using cli = new Cli({})
+    await cli.waitForLog('admin listening')
+    // read through the pid Bun.spawn returned: execve kept it
+    expect(environOf(cli.proc.pid).MIMALLOC_PURGE_DELAY).toBe('-1')
+    expect(threadNames(cli.proc.pid)).not.toContain('mi-scavenger')
+    expect(cli.lines.filter((l) => l.msg === 'mqtt listening')).toHaveLength(1)
+    cli.proc.kill('SIGTERM')
+    expect(await cli.exited()).toBe(0)
+  }, 15_000)
+
+  test.concurrent('a MIMALLOC_PURGE_DELAY set by the user is kept', async () => {
+    await using cli = new Cli({ MIMALLOC_PURGE_DELAY: '10' })
+    await cli.waitForLog('admin listening')
+    expect(environOf(cli.proc.pid).MIMALLOC_PURGE_DELAY).toBe('10')
+    expect(threadNames(cli.proc.pid)).toContain('mi-scavenger')
+    cli.proc.kill('SIGTERM')
+    expect(await cli.exited()).toBe(0)
   }, 15_000)
 })
 
