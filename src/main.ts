@@ -1,4 +1,7 @@
 #!/usr/bin/env bun
+// first: for the start command this replaces the process with the allocator settings of
+// runtime.ts before the other modules are evaluated
+import { defaultsToStart } from './runtime.ts'
 import { defineCommand, runMain } from 'citty'
 import { startAdmin } from './admin/app.ts'
 import { addOrUpdateUser, removeUser, usernameError } from './auth/password-file.ts'
@@ -7,7 +10,6 @@ import { createBroker } from './broker/broker.ts'
 import { VERSION } from './broker/sys-topics.ts'
 import { ConfigError, loadConfig, maskSecrets } from './config/load.ts'
 import type { Config } from './config/schema.ts'
-import { applyRuntimeEnv } from './runtime.ts'
 
 const configArgs = {
   config: { type: 'string', description: 'JSON config file (also VMQTT_CONFIG)' },
@@ -51,7 +53,6 @@ const start = defineCommand({
   meta: { name: 'start', description: 'Start the broker (default)' },
   args: configArgs,
   async run({ args }) {
-    applyRuntimeEnv()
     const config = load(args)
     const broker = createBroker(config)
     let admin: ReturnType<typeof startAdmin> = null
@@ -215,7 +216,7 @@ const main = defineCommand({
 
 // `vmqtt` with no command (or only flags) starts the broker.
 const argv = process.argv.slice(2)
-if (argv.length === 0 || argv[0]!.startsWith('-') && argv[0] !== '--help' && argv[0] !== '-h' && argv[0] !== '--version') {
+if (defaultsToStart(argv)) {
   void runMain(start, { rawArgs: argv })
 } else {
   void runMain(main, { rawArgs: argv })
