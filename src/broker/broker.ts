@@ -2,6 +2,7 @@ import { createAdminApp } from '../admin/app.ts'
 import { Security } from '../auth/security.ts'
 import type { Config } from '../config/schema.ts'
 import type { Message } from '../codec/message.ts'
+import { compactMessage } from '../codec/slab.ts'
 import { RC } from '../codec/reason-codes.ts'
 import { createLogger, type Logger, type LogLevel } from '../log.ts'
 import { Session } from '../session/session.ts'
@@ -320,7 +321,11 @@ export class Broker {
       }
     }
     if (s.expiryInterval === 0) this.endSession(s)
-    else this.saveSession(s)
+    else {
+      // unacknowledged messages wait for the client to come back (slab.ts)
+      for (const f of s.inflight.values()) compactMessage(f.delivery.msg)
+      this.saveSession(s)
+    }
     this.log.debug('client disconnected', { clientId: conn.clientId })
   }
 

@@ -1,6 +1,7 @@
 import type { QoS } from 'mqtt-packet'
 import type { Message } from '../codec/message.ts'
 import { encodePublish } from '../codec/publish.ts'
+import { compactMessage } from '../codec/slab.ts'
 import type { Session } from '../session/session.ts'
 import type { Delivery } from '../session/types.ts'
 import type { Connection } from './connection.ts'
@@ -63,6 +64,8 @@ function enqueue(session: Session, d: Delivery): void {
     if (session.dropNew || session.queue.length === 0) return
     unpersist(session, session.queue.shift()!)
   }
+  // a queued message may wait long: not as a view that holds a whole slab or read buffer
+  compactMessage(d.msg)
   session.queue.push(d)
   persist(session, d, 0, 'queued')
 }

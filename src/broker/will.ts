@@ -1,4 +1,5 @@
 import type { Message } from '../codec/message.ts'
+import { compactMessage } from '../codec/slab.ts'
 import type { Will } from '../session/types.ts'
 import type { Broker } from './broker.ts'
 
@@ -21,5 +22,7 @@ export function storeRetained(broker: Broker, msg: Message): void {
     broker.log.warn('retained message limit reached; message not retained', { topic: msg.topic })
     return
   }
+  // kept until replaced: not as a view that holds a whole slab or read buffer
+  compactMessage(msg)
   store.setRetained(msg)
 }

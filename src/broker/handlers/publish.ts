@@ -1,6 +1,7 @@
 import { encodeAck, PUBACK, PUBREC } from '../../codec/acks.ts'
 import type { Message } from '../../codec/message.ts'
 import { decodePublish, type InPublish } from '../../codec/publish.ts'
+import { frameBuffer } from '../../codec/slab.ts'
 import { varintSize, writeVarint } from '../../codec/varint.ts'
 import { MqttError, RC } from '../../codec/reason-codes.ts'
 import { topicNameError } from '../../topic/validate.ts'
@@ -131,7 +132,9 @@ const IN_PLACE = 4096
  * The whole PUBLISH frame (fixed header + body, body = buf[start, end)) in a buffer the
  * message may keep: the received buffer itself when it holds exactly this frame (the common
  * one-packet read: no copy, no allocation); a view when the framer already copied a large
- * frame; otherwise one copy of just this frame (a small view would pin a whole read buffer).
+ * frame; otherwise one copy of just this frame (a small view would pin a whole read buffer),
+ * into a slab when it is small (slab.ts: the payload view of a small buffer of its own costs
+ * ~400 ns in Bun; bench before/after in the commit that added it).
  */
 function ownFrame(header: number, buf: Buffer, start: number, end: number, owned: boolean): Buffer {
   const len = end - start
@@ -140,7 +143,7 @@ function ownFrame(header: number, buf: Buffer, start: number, end: number, owned
   // from === 0 also proves the remaining length was minimally encoded: the bytes are reusable
   if (from === 0 && end === buf.length) return buf
   if (owned && len >= IN_PLACE && from >= 0 && buf[from] === header) return buf.subarray(from, end)
-  const f = Buffer.allocUnsafe(hdrLen + len)
+  const f = frameBuffer(hdrLen + len)
   f[0] = header
   writeVarint(f, 1, len)
   buf.copy(f, hdrLen, start, end)
