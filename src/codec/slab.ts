@@ -32,8 +32,8 @@ export function frameBuffer(n: number): Buffer {
 }
 
 /** True when b is a small part of a larger buffer (a slab, or a read buffer it was cut from). */
-export function pinsMore(b: Uint8Array, own: number = b.length): boolean {
-  return b.buffer.byteLength > own + 64 && b.buffer.byteLength > 2 * own
+export function pinsMore(b: Uint8Array): boolean {
+  return b.buffer.byteLength > b.length + 64 && b.buffer.byteLength > 2 * b.length
 }
 
 /**
