@@ -27,6 +27,14 @@ async function publishBatch(c: RawClient, topic: (i: number) => string, qos: num
   await c.nextOf('pingresp')
 }
 
+/** A client with a persistent session (clean session 0) and a QoS 1 subscription to `filter`. */
+async function persistentSubscriber(port: number, clientId: string, filter: string): Promise<RawClient> {
+  const { client } = await RawClient.open(port, { clientId, clean: false })
+  client.send(b.subscribe(1, [{ topic: filter, qos: 1 }]))
+  await client.nextOf('suback')
+  return client
+}
+
 describe('messages kept beyond routing hold no slab', () => {
   test('retained messages', async () => {
     await using tb = await startBroker()
@@ -38,9 +46,7 @@ describe('messages kept beyond routing hold no slab', () => {
 
   test('messages queued for an offline session', async () => {
     await using tb = await startBroker()
-    const sub = (await RawClient.open(tb.port, { clientId: 'offline', clean: false })).client
-    sub.send(b.subscribe(1, [{ topic: 'q/#', qos: 1 }]))
-    await sub.nextOf('suback')
+    const sub = await persistentSubscriber(tb.port, 'offline', 'q/#')
     sub.send(b.disconnect())
     await sub.closed()
     const { client } = await RawClient.open(tb.port, { clientId: 'pub' })
@@ -53,9 +59,7 @@ describe('messages kept beyond routing hold no slab', () => {
 
   test('unacknowledged messages of a subscriber that goes away', async () => {
     await using tb = await startBroker()
-    const sub = (await RawClient.open(tb.port, { clientId: 'gone', clean: false })).client
-    sub.send(b.subscribe(1, [{ topic: 'u/#', qos: 1 }]))
-    await sub.nextOf('suback')
+    const sub = await persistentSubscriber(tb.port, 'gone', 'u/#')
     const { client } = await RawClient.open(tb.port, { clientId: 'pub' })
     await publishBatch(client, (i) => `u/${i}`, 1, false)
     for (let i = 0; i < 3; i++) await sub.nextOf('publish')
