@@ -31,6 +31,69 @@ interface ReusableParser {
   _resetState(): void
   _pos: number
   settings: { protocolVersion: ProtocolVersion }
+  packet: object
+  error: Error | null
+  _list: FrameList
+  _stateCounter: number
+}
+
+/**
+ * What mqtt-packet's parser reads its input through, for input that is always one whole frame
+ * in one buffer. Its own reset makes a `bl` BufferListStream (a Duplex stream: a dozen objects)
+ * for every packet, and every byte it reads through `bl` is a new view of the buffer; this
+ * reads the frame in place. Out-of-range reads throw RangeError as `bl`'s do.
+ */
+export class FrameList {
+  #buf: Buffer = Buffer.alloc(0)
+  #off = 0
+  length = 0
+
+  append(buf: Buffer): void {
+    if (this.length !== 0) throw new Error('FrameList holds one frame')
+    this.#buf = buf
+    this.#off = 0
+    this.length = buf.length
+  }
+
+  consume(bytes: number): void {
+    const n = Math.min(Math.max(bytes, 0), this.length)
+    this.#off += n
+    this.length -= n
+  }
+
+  readUInt8(at = 0): number {
+    return this.#buf.readUInt8(this.#in(at, 1))
+  }
+
+  readUInt16BE(at = 0): number {
+    return this.#buf.readUInt16BE(this.#in(at, 2))
+  }
+
+  readUInt32BE(at = 0): number {
+    return this.#buf.readUInt32BE(this.#in(at, 4))
+  }
+
+  slice(start = 0, end = this.length): Buffer {
+    const [a, b] = this.#range(start, end)
+    return this.#buf.subarray(a, b)
+  }
+
+  toString(encoding?: BufferEncoding, start = 0, end = this.length): string {
+    const [a, b] = this.#range(start, end)
+    return this.#buf.toString(encoding, a, b)
+  }
+
+  /** Absolute offset of a read of `size` bytes at `at`; RangeError past the frame. */
+  #in(at: number, size: number): number {
+    if (at < 0 || at + size > this.length) throw new RangeError(`read of ${size} bytes at ${at} is outside the ${this.length}-byte packet`)
+    return this.#off + at
+  }
+
+  #range(start: number, end: number): [number, number] {
+    const a = Math.min(Math.max(start, 0), this.length)
+    const b = Math.min(Math.max(end, a), this.length)
+    return [this.#off + a, this.#off + b]
+  }
 }
 
 /** One mqtt-packet parser, reused for every decode (it is reset before each whole frame):
@@ -44,6 +107,14 @@ const shared = {
 
 function makeParser(): ReusableParser {
   const parser = mqttPacket.parser({ protocolVersion: 4 }) as unknown as ReusableParser
+  const Packet = parser.packet.constructor as new () => object
+  // mqtt-packet's reset with a FrameList in place of a new `bl` stream (see FrameList)
+  parser._resetState = function (this: ReusableParser) {
+    this.packet = new Packet()
+    this.error = null
+    this._list = new FrameList()
+    this._stateCounter = 0
+  }
   parser.on('packet', (p: Packet) => {
     if (shared.result !== null) return
     shared.result = p

@@ -1,7 +1,8 @@
 import { describe, expect, test } from 'bun:test'
 import type { IConnectPacket, ISubscribePacket, Packet } from 'mqtt-packet'
 import fixtures from '../fixtures/packets.json'
-import { decodePacket, encodePacket, peekConnect, type ProtocolVersion } from '../../src/codec/packets.ts'
+import { decodePacket, encodePacket, FrameList, peekConnect, type ProtocolVersion } from '../../src/codec/packets.ts'
+import { MqttError } from '../../src/codec/reason-codes.ts'
 import * as b from '../helpers/packet-builder.ts'
 import { reasonOf } from '../helpers/mqtt-error.ts'
 
@@ -207,6 +208,24 @@ describe('decodePacket PINGREQ / DISCONNECT / AUTH', () => {
     const { header, body } = fx('subscribe-v4')
     expect(errorCode(() => decodePacket(header, body.subarray(0, 5), 4))).toBe(0x81)
   })
+
+  test('every truncation of every client packet fixture decodes or is refused with a reason code', () => {
+    const names = (fixtures as Fixture[]).map((f) => f.name).filter((n) => /^(connect|subscribe|unsubscribe|disconnect|auth)-/.test(n))
+    expect(names.length).toBeGreaterThan(15)
+    let refused = 0
+    for (const name of names) {
+      const { header, body, version } = fx(name)
+      for (let cut = 0; cut < body.length; cut++) {
+        try {
+          decodePacket(header, body.subarray(0, cut), version)
+        } catch (e) {
+          if (!(e instanceof MqttError)) throw new Error(`${name} cut at ${cut}: ${String(e)}`)
+          refused++
+        }
+      }
+    }
+    expect(refused).toBeGreaterThan(100)
+  })
 })
 
 describe('encodePacket', () => {
@@ -272,5 +291,44 @@ describe('peekConnect', () => {
   test('returns null when the body is too short', () => {
     expect(peekConnect(Buffer.from([0x00]))).toBeNull()
     expect(peekConnect(Buffer.from([0x00, 0x04, 0x4d, 0x51, 0x54, 0x54]))).toBeNull()
+  })
+})
+
+describe('FrameList (what mqtt-packet reads a frame through)', () => {
+  const frame = () => Buffer.from([0x10, 0x02, 0xab, 0xcd, 0x00, 0x01, 0x02, 0x03])
+
+  test('reads bytes and ranges in place, relative to what was consumed', () => {
+    const buf = frame()
+    const l = new FrameList()
+    l.append(buf)
+    expect(l.length).toBe(8)
+    expect(l.readUInt8(0)).toBe(0x10)
+    l.consume(2)
+    expect(l.length).toBe(6)
+    expect(l.readUInt16BE(0)).toBe(0xabcd)
+    expect(l.readUInt32BE(2)).toBe(0x00010203)
+    expect(l.toString('hex', 1, 3)).toBe('cd00')
+    const view = l.slice(0, 2)
+    expect([...view]).toEqual([0xab, 0xcd])
+    buf[2] = 0xee
+    expect(view[0]).toBe(0xee)
+  })
+
+  test('ranges are clamped to the frame, reads past it throw RangeError', () => {
+    const l = new FrameList()
+    l.append(frame())
+    l.consume(6)
+    expect([...l.slice(0, 100)]).toEqual([0x02, 0x03])
+    expect(l.slice(5, 3).length).toBe(0)
+    expect(() => l.readUInt8(2)).toThrow(RangeError)
+    expect(() => l.readUInt16BE(1)).toThrow(RangeError)
+    l.consume(100)
+    expect(l.length).toBe(0)
+  })
+
+  test('holds one frame at a time', () => {
+    const l = new FrameList()
+    l.append(frame())
+    expect(() => l.append(frame())).toThrow('one frame')
   })
 })
