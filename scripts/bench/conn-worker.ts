@@ -9,11 +9,14 @@
  * Protocol on stdio (JSON lines out, words in): prints {"ready":true}; on "go" connects and
  * prints {"done":true,"connected":n,"failed":n,"ms":t,"error":"first error"}; exits on "exit"
  * or when stdin closes (the kernel then closes every connection).
+ *
+ * With "warmupMs" in the spec, "go" runs the same connect + subscribe sequence for that long
+ * instead, closing each connection after its SUBACK, and reports how many it completed.
  */
 import net from 'node:net'
 import { connectPacket, subscribePacket, type Version } from './packets.ts'
 
-interface Spec { port: number; version: Version; count: number; addresses: string[]; prefix: string; concurrency: number }
+interface Spec { port: number; version: Version; count: number; addresses: string[]; prefix: string; concurrency: number; warmupMs?: number }
 
 const spec = JSON.parse(process.argv[2]!) as Spec
 const sockets: net.Socket[] = []
@@ -30,7 +33,8 @@ function open(i: number): Promise<boolean> {
     const finish = (ok: boolean, err?: string) => {
       if (settled) return
       settled = true
-      if (!ok) { if (!firstError && err) firstError = err; s.destroy() } else sockets.push(s)
+      if (!ok) { if (!firstError && err) firstError = err; s.destroy() } else if (spec.warmupMs) s.end()
+      else sockets.push(s)
       resolve(ok)
     }
     s.on('connect', () => s.write(connectPacket({ clientId: `conn-${spec.prefix}-${i}`, version: spec.version, keepalive: 0 })))
@@ -60,8 +64,9 @@ function open(i: number): Promise<boolean> {
 async function run(): Promise<void> {
   const t0 = performance.now()
   let next = 0
+  const more = spec.warmupMs ? () => performance.now() - t0 < spec.warmupMs! : () => next < spec.count
   await Promise.all(Array.from({ length: Math.min(spec.concurrency, spec.count) }, async () => {
-    while (next < spec.count) {
+    while (more()) {
       if (await open(next++)) connected++
       else failed++
     }
