@@ -244,5 +244,30 @@ function checkStrings(p: Packet, body: Buffer): void {
 
 /** Encodes any packet with mqtt-packet. */
 export function encodePacket(packet: Packet, version: ProtocolVersion): Buffer {
+  // every client gets a CONNACK and most a SUBACK: v3.1/v3.1.1 ones (no properties) directly
+  if (version !== 5) {
+    if (packet.cmd === 'connack') return encodeConnack3(packet.sessionPresent, packet.returnCode)
+    if (packet.cmd === 'suback') return encodeSuback3(packet.messageId, packet.granted)
+  }
   return mqttPacket.generate(packet, { protocolVersion: version })
+}
+
+/** CONNACK of MQTT 3.1 / 3.1.1: acknowledge flags, return code [MQTT-3.2.2-1]. */
+function encodeConnack3(sessionPresent: boolean, returnCode: number | undefined): Buffer {
+  if (typeof returnCode !== 'number') throw new Error('Invalid return code')
+  return Buffer.from([0x20, 2, sessionPresent ? 1 : 0, returnCode])
+}
+
+/** SUBACK of MQTT 3.1 / 3.1.1: packet identifier, one return code per filter [MQTT-3.9.3-1]. */
+function encodeSuback3(messageId: number | undefined, granted: readonly (number | object)[]): Buffer {
+  if (typeof messageId !== 'number') throw new Error('Invalid messageId')
+  if (granted.length === 0 || granted.some((g) => typeof g !== 'number')) throw new Error('Invalid qos vector')
+  const len = 2 + granted.length
+  const out = Buffer.allocUnsafe(1 + varintSize(len) + len)
+  out[0] = 0x90
+  let at = writeVarint(out, 1, len)
+  out[at++] = messageId >> 8
+  out[at++] = messageId & 0xff
+  for (const g of granted) out[at++] = g as number
+  return out
 }

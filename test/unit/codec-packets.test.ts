@@ -251,6 +251,22 @@ describe('encodePacket', () => {
     expect(enc({ cmd: 'suback', messageId: 1, granted: [1, 0x8f], properties: { reasonString: 'bad' } }, 5)).toBe(hexOf('suback-v5'))
   })
 
+  test('CONNACK and SUBACK of v3.1 / v3.1.1 agree with the independent builder', () => {
+    for (const version of [3, 4] as const) {
+      for (const sessionPresent of [false, true]) {
+        for (const code of [0, 1, 5]) {
+          expect(enc({ cmd: 'connack', sessionPresent, returnCode: code }, version)).toBe(b.connack({ sessionPresent, code }).toString('hex'))
+        }
+      }
+      // 200 filters: the remaining length takes two bytes
+      for (const codes of [[0], [2, 0x80, 1], Array.from({ length: 200 }, (_, i) => i % 3)]) {
+        expect(enc({ cmd: 'suback', messageId: 0xabcd, granted: codes }, version)).toBe(b.suback(0xabcd, codes).toString('hex'))
+      }
+    }
+    expect(() => enc({ cmd: 'suback', messageId: 1, granted: [] }, 4)).toThrow('Invalid qos vector')
+    expect(() => enc({ cmd: 'connack', sessionPresent: false }, 4)).toThrow('Invalid return code')
+  })
+
   test('UNSUBACK v3.1.1 and v5', () => {
     expect(enc({ cmd: 'unsuback', messageId: 2 }, 4)).toBe(hexOf('unsuback-v4'))
     expect(enc({ cmd: 'unsuback', messageId: 3, granted: [0x00, 0x11] }, 5)).toBe(hexOf('unsuback-v5'))
