@@ -5,7 +5,7 @@ import type { Message } from '../codec/message.ts'
 import { compactMessage } from '../codec/slab.ts'
 import { RC } from '../codec/reason-codes.ts'
 import { createLogger, type Logger, type LogLevel } from '../log.ts'
-import { Session } from '../session/session.ts'
+import { Session, type QueuePolicy } from '../session/session.ts'
 import type { Subscription } from '../session/types.ts'
 import { MemoryStore } from '../store/memory.ts'
 import { SqliteStore } from '../store/sqlite/sqlite-store.ts'
@@ -85,6 +85,9 @@ export class Broker {
     this.#spare = dirty
   }
   #closing = false
+
+  /** The offline-queue policy all sessions share (made from the config on first use). */
+  #queuePolicy: QueuePolicy | null = null
 
   constructor(config: Readonly<Config>, opts: BrokerOptions = {}) {
     this.config = config
@@ -233,11 +236,12 @@ export class Broker {
 
   createSession(clientId: string, version: 3 | 4 | 5): Session {
     const s = new Session(clientId, version)
-    const c = this.config.session
-    s.maxQueued = this.config.limits.maxQueuedMessages
-    s.queueQos0 = c.queueQos0
-    s.dropNew = c.queueOverflow === 'drop-new'
-    s.counters = this.stats
+    s.policy = this.#queuePolicy ??= {
+      maxQueued: this.config.limits.maxQueuedMessages,
+      queueQos0: this.config.session.queueQos0,
+      dropNew: this.config.session.queueOverflow === 'drop-new',
+      counters: this.stats,
+    }
     this.sessions.set(clientId, s)
     return s
   }
@@ -323,7 +327,7 @@ export class Broker {
     if (s.expiryInterval === 0) this.endSession(s)
     else {
       // unacknowledged messages wait for the client to come back (slab.ts)
-      for (const f of s.inflight.values()) compactMessage(f.delivery.msg)
+      if (s.inflightCount > 0) for (const f of s.inflight.values()) compactMessage(f.delivery.msg)
       this.saveSession(s)
     }
     this.log.debug('client disconnected', { clientId: conn.clientId })

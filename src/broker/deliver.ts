@@ -26,11 +26,11 @@ export function deliver(session: Session, conn: Connection | undefined, d: Deliv
       sendQos0(conn, d.msg, d.retain, d.subIds)
       return
     }
-    if (session.queue.length === 0 && session.inflight.size < window(conn)) {
+    if (session.queuedCount === 0 && session.inflight.size < window(conn)) {
       sendInflight(conn, session, d)
       return
     }
-  } else if (d.qos === 0 && !session.queueQos0) {
+  } else if (d.qos === 0 && !session.policy.queueQos0) {
     return
   }
   enqueue(session, d)
@@ -58,10 +58,10 @@ export function unpersist(session: Session, d: Delivery): void {
 }
 
 function enqueue(session: Session, d: Delivery): void {
-  if (session.queue.length >= session.maxQueued) {
+  if (session.queue.length >= session.policy.maxQueued) {
     session.droppedMessages++
-    session.counters.dropped++
-    if (session.dropNew || session.queue.length === 0) return
+    session.policy.counters.dropped++
+    if (session.policy.dropNew || session.queue.length === 0) return
     unpersist(session, session.queue.shift()!)
   }
   // a queued message may wait long: not as a view that holds a whole slab or read buffer
@@ -81,6 +81,7 @@ function sendInflight(conn: Connection, session: Session, d: Delivery): void {
 
 /** Moves queued deliveries into the inflight window while there is room. */
 export function drainQueue(conn: Connection, session: Session): void {
+  if (session.queuedCount === 0) return
   const now = Date.now()
   const win = window(conn)
   while (session.queue.length > 0 && session.inflight.size < win) {
@@ -93,6 +94,7 @@ export function drainQueue(conn: Connection, session: Session): void {
 
 /** [MQTT-4.4.0-1] on resumption, resend unacknowledged PUBLISH (DUP=1) and PUBREL in order. */
 export function resendInflight(conn: Connection, session: Session): void {
+  if (session.inflightCount === 0) return
   for (const f of session.inflight.values()) {
     if (f.state === 'pubrel') conn.send(Buffer.from([0x62, 2, f.packetId >> 8, f.packetId & 0xff]))
     else if (!writePublish(conn, f.delivery.msg, f.delivery.qos, f.delivery.retain, f.delivery.subIds, f.packetId, true)) {

@@ -53,7 +53,7 @@ export function sweep(broker: Broker): void {
       broker.endSession(s)
       continue
     }
-    if (s.queue.length > 0) {
+    if (s.queuedCount > 0) {
       s.queue = s.queue.filter((d) => {
         if (!isExpired(d, now)) return true
         unpersist(s, d)

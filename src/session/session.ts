@@ -2,6 +2,18 @@ import type { Connection } from '../broker/connection.ts'
 import type { Store } from '../store/types.ts'
 import type { Delivery, Inflight, Subscription, Will } from './types.ts'
 
+/** How a session's offline queue behaves (from config), and the counter its drops add to. */
+export interface QueuePolicy {
+  maxQueued: number
+  /** QoS 0 messages are queued for offline sessions too. */
+  queueQos0: boolean
+  /** A full queue drops the new message (else the oldest). */
+  dropNew: boolean
+  counters: { dropped: number }
+}
+
+const DEFAULT_POLICY: QueuePolicy = { maxQueued: 1000, queueQos0: false, dropNew: false, counters: { dropped: 0 } }
+
 /**
  * The state the broker keeps for one client id: subscriptions, inflight window, offline
  * queue, QoS 2 receive state. It holds no socket; a connection attaches to it.
@@ -19,22 +31,17 @@ export class Session {
    * client with one subscription is the common case; a one-entry Map costs ~260 B). */
   #sub1: Subscription | null = null
   #subs: Map<string, Subscription> | null = null
-  /** Outbound QoS 1/2 messages awaiting acknowledgement, in send order. */
-  readonly inflight = new Map<number, Inflight>()
-  /** Deliveries waiting for the client or for room in the inflight window. */
-  queue: Delivery[] = []
+  /** Created on first use: an idle client has neither inflight messages nor a queue. */
+  #inflight: Map<number, Inflight> | null = null
+  #queue: Delivery[] | null = null
   /** Inbound QoS 2 packet ids that got PUBREC and await PUBREL (created on first use). */
   #qos2: Set<number> | null = null
   /** A will waiting for its Will Delay Interval to pass after the connection ended. */
   pendingWill: Will | null = null
   pendingWillAt = 0
   droppedMessages = 0
-  /** Queue policy, set by the broker from config. */
-  maxQueued = 1000
-  queueQos0 = false
-  dropNew = false
-  /** Shared counters (the broker's stats), not a per-session object. */
-  counters: { dropped: number } = { dropped: 0 }
+  /** Queue policy and counters, one object shared by the broker's sessions. */
+  policy: QueuePolicy = DEFAULT_POLICY
   /** Where this session's state is written through; null for a session that ends with its
    * connection (expiry 0), which has nothing to persist. */
   store: Store | null = null
@@ -45,6 +52,30 @@ export class Session {
   constructor(clientId: string, version: 3 | 4 | 5) {
     this.clientId = clientId
     this.version = version
+  }
+
+  /** Outbound QoS 1/2 messages awaiting acknowledgement, in send order. */
+  get inflight(): Map<number, Inflight> {
+    return this.#inflight ??= new Map()
+  }
+
+  /** Deliveries waiting for the client or for room in the inflight window. */
+  get queue(): Delivery[] {
+    return this.#queue ??= []
+  }
+
+  set queue(q: Delivery[]) {
+    this.#queue = q
+  }
+
+  /** Size of the queue, without creating it. */
+  get queuedCount(): number {
+    return this.#queue === null ? 0 : this.#queue.length
+  }
+
+  /** Size of the inflight window, without creating it. */
+  get inflightCount(): number {
+    return this.#inflight === null ? 0 : this.#inflight.size
   }
 
   getSubscription(raw: string): Subscription | undefined {
@@ -93,11 +124,12 @@ export class Session {
 
   /** A free packet id for an outbound message, or 0 when all 65535 are in use. */
   nextPacketId(): number {
-    if (this.inflight.size >= 65535) return 0
+    const inflight = this.inflight
+    if (inflight.size >= 65535) return 0
     for (;;) {
       const id = this.#nextId
       this.#nextId = id === 65535 ? 1 : id + 1
-      if (!this.inflight.has(id)) return id
+      if (!inflight.has(id)) return id
     }
   }
 

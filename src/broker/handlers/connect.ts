@@ -270,7 +270,7 @@ function recheckResumed(conn: Connection, s: Session): void {
     // a QoS 2 message past PUBREC was delivered already: its PUBREL still goes out
     if (f.state === 'publish' && !readable(f.delivery)) { s.inflight.delete(id); unpersist(s, f.delivery) }
   }
-  if (s.queue.length > 0) s.queue = s.queue.filter((d) => readable(d) || (unpersist(s, d), false))
+  if (s.queuedCount > 0) s.queue = s.queue.filter((d) => readable(d) || (unpersist(s, d), false))
 }
 
 /** Validates the will and turns it into a message; refuses the CONNECT (returns a string) when bad. */
