@@ -16,6 +16,23 @@ export type ConnState = 'new' | 'authenticating' | 'connected' | 'closed'
 /** Packets a client may send while its CONNECT is still being authenticated (held, replayed after). */
 const HELD_MAX_BYTES = 1024 * 1024
 
+/** Per-connection state most connections never use, created on first use (an idle
+ * connection object is then 256 bytes instead of 320). */
+class Extras {
+  aliasesIn: Map<number, string> | null = null
+  aliasesOut: Map<string, number> | null = null
+  authMethod: string | undefined = undefined
+  authState: unknown = undefined
+  pubTokens = 0
+  pubByteTokens = 0
+  pubAt = 0
+  /** Bytes the socket did not accept yet, in order; written on drain (never re-concatenated). */
+  backlog: Uint8Array[] | null = null
+  backlogBytes = 0
+  /** Frames held while an asynchronous step (e.g. authentication) runs, replayed in order. */
+  held: [number, Buffer][] | null = null
+}
+
 /**
  * One client connection: framing, the coalesced write queue, keepalive bookkeeping and the
  * per-connection protocol state. Packet handling lives in handlers/.
@@ -45,46 +62,55 @@ export class Connection implements ConnectionSink {
   clientReceiveMaximum = 65535
   clientMaxPacketSize = 268435460
   clientTopicAliasMax = 0
-  /** Topic aliases the client set for messages to us (created on first use). */
-  aliasesIn: Map<number, string> | null = null
-  /** Topic aliases we set for messages to the client (created on first use). */
-  aliasesOut: Map<string, number> | null = null
-  /** Enhanced authentication method of this connection, when any. */
-  authMethod: string | undefined
-  authState: unknown
   /** A normal DISCONNECT arrived: no will (unless reason 0x04). */
   cleanDisconnect = false
   /** QoS 1/2 PUBLISH received on this connection without PUBACK / PUBCOMP yet (spec 4.9). */
   unackedIn = 0
   /** The per-address entry this connection counts under (null: per-address limits off). */
   addressEntry: AddressEntry | null = null
-  /** Publish rate token buckets (limits.ts): messages, bytes, last refill (ms; 0 = none yet). */
-  pubTokens = 0
-  pubByteTokens = 0
-  pubAt = 0
   /** Output of this turn: the first packet, then (from the second on) all of them in #out. */
   #out1: Uint8Array | null = null
   #out: Uint8Array[] | null = null
   #outBytes = 0
-  /** Bytes the socket did not accept yet, in order; written on drain (never re-concatenated). */
-  #backlog: Uint8Array[] | null = null
-  #backlogBytes = 0
   #flushScheduled = false
-  /** Frames held while an asynchronous step (e.g. authentication) runs, replayed in order. */
-  #held: [number, Buffer][] | null = null
+  #x: Extras | null = null
+
+  #extras(): Extras {
+    return this.#x ??= new Extras()
+  }
+
+  /** Topic aliases the client set for messages to us (created on first use). */
+  get aliasesIn(): Map<number, string> | null { return this.#x === null ? null : this.#x.aliasesIn }
+  set aliasesIn(m: Map<number, string> | null) { this.#extras().aliasesIn = m }
+  /** Topic aliases we set for messages to the client (created on first use). */
+  get aliasesOut(): Map<string, number> | null { return this.#x === null ? null : this.#x.aliasesOut }
+  set aliasesOut(m: Map<string, number> | null) { this.#extras().aliasesOut = m }
+  /** Enhanced authentication method of this connection, when any. */
+  get authMethod(): string | undefined { return this.#x?.authMethod }
+  set authMethod(m: string | undefined) { this.#extras().authMethod = m }
+  get authState(): unknown { return this.#x?.authState }
+  set authState(v: unknown) { this.#extras().authState = v }
+  /** Publish rate token buckets (limits.ts): messages, bytes, last refill (ms; 0 = none yet). */
+  get pubTokens(): number { return this.#x === null ? 0 : this.#x.pubTokens }
+  set pubTokens(n: number) { this.#extras().pubTokens = n }
+  get pubByteTokens(): number { return this.#x === null ? 0 : this.#x.pubByteTokens }
+  set pubByteTokens(n: number) { this.#extras().pubByteTokens = n }
+  get pubAt(): number { return this.#x === null ? 0 : this.#x.pubAt }
+  set pubAt(n: number) { this.#extras().pubAt = n }
   /** Called by the framer for every whole packet. */
   onFrame(header: number, buf: Buffer, start: number, end: number, owned: boolean): void {
     if (this.state === 'closed') return
-    if (this.#held === null) return this.#run(header, buf, start, end, owned)
+    const held = this.#x === null ? null : this.#x.held
+    if (held === null) return this.#run(header, buf, start, end, owned)
     // a client that is still being authenticated may pipeline packets, but not without bound
     let bytes = end - start
-    for (const [, b] of this.#held) bytes += b.length
+    for (const [, b] of held) bytes += b.length
     if (bytes > HELD_MAX_BYTES) {
       this.broker.log.warn('closing connection: too much data while its CONNECT is pending', { remote: this.socket.remoteAddress, bytes })
       this.end()
       return
     }
-    this.#held.push([header, Buffer.from(buf.subarray(start, end))])
+    held.push([header, Buffer.from(buf.subarray(start, end))])
   }
 
   constructor(broker: Broker, socket: MqttSocket, listener = 'mqtt') {
@@ -115,21 +141,23 @@ export class Connection implements ConnectionSink {
   #run(header: number, buf: Buffer, start: number, end: number, owned: boolean): void {
     const r = dispatch(this, header, buf, start, end, owned)
     if (r instanceof Promise) {
-      this.#held = []
-      r.then(() => this.#resume(), (e: unknown) => { this.#held = null; this.fail(e); this.flush() })
+      const x = this.#extras()
+      x.held = []
+      r.then(() => this.#resume(), (e: unknown) => { x.held = null; this.fail(e); this.flush() })
     }
   }
 
   #resume(): void {
-    const held = this.#held ?? []
-    this.#held = null
+    const x = this.#extras()
+    const held = x.held ?? []
+    x.held = null
     try {
       for (let i = 0; i < held.length; i++) {
         if (this.state === 'closed') return
         const [h, body] = held[i]!
         this.#run(h, body, 0, body.length, true)
-        if (this.#held !== null) {
-          (this.#held as [number, Buffer][]).push(...held.slice(i + 1))
+        if (x.held !== null) {
+          (x.held as [number, Buffer][]).push(...held.slice(i + 1))
           break
         }
       }
@@ -185,7 +213,7 @@ export class Connection implements ConnectionSink {
 
   /** Bytes queued and not yet accepted by the socket. */
   get pendingBytes(): number {
-    return this.#outBytes + this.#backlogBytes
+    return this.#outBytes + (this.#x === null ? 0 : this.#x.backlogBytes)
   }
 
   /**
@@ -207,14 +235,15 @@ export class Connection implements ConnectionSink {
     this.#out = null
     this.#outBytes = 0
     this.broker.stats.bytesOut += data.length
-    if (this.#backlog !== null) {
-      this.#backlog.push(data)
-      this.#backlogBytes += data.length
+    const x = this.#x
+    if (x !== null && x.backlog !== null) {
+      x.backlog.push(data)
+      x.backlogBytes += data.length
       // the socket has not taken the earlier output yet and more piles up: a client that does
       // not read is closed once that passes limits.maxPendingBytes (output that the socket
       // refused in a single write is not counted: a large message to a reading client is fine)
       const cap = this.broker.config.limits.maxPendingBytes
-      if (cap > 0 && this.#backlogBytes > cap) this.#abort()
+      if (cap > 0 && x.backlogBytes > cap) this.#abort()
       return
     }
     this.#write(data)
@@ -227,8 +256,7 @@ export class Connection implements ConnectionSink {
    */
   #abort(): void {
     const pending = this.pendingBytes
-    this.#backlog = null
-    this.#backlogBytes = 0
+    if (this.#x !== null) { this.#x.backlog = null; this.#x.backlogBytes = 0 }
     this.#out1 = null
     this.#out = null
     this.#outBytes = 0
@@ -241,28 +269,30 @@ export class Connection implements ConnectionSink {
     const n = this.socket.write(data)
     if (n < data.length) {
       const rest = data.subarray(Math.max(n, 0))
-      this.#backlog = [rest]
-      this.#backlogBytes = rest.length
+      const x = this.#extras()
+      x.backlog = [rest]
+      x.backlogBytes = rest.length
     }
   }
 
   drain(): void {
     try {
-      const backlog = this.#backlog
-      if (backlog === null) return
+      const x = this.#x
+      const backlog = x === null ? null : x.backlog
+      if (x === null || backlog === null) return
       while (backlog.length > 0) {
         const first = backlog[0]!
         const n = this.socket.write(first)
         if (n < first.length) {
           backlog[0] = first.subarray(Math.max(n, 0))
-          this.#backlogBytes -= Math.max(n, 0)
+          x.backlogBytes -= Math.max(n, 0)
           return
         }
         backlog.shift()
-        this.#backlogBytes -= first.length
+        x.backlogBytes -= first.length
       }
-      this.#backlog = null
-      this.#backlogBytes = 0
+      x.backlog = null
+      x.backlogBytes = 0
     } catch (e) {
       this.fail(e)
     }
