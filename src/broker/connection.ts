@@ -40,7 +40,6 @@ class Extras {
 export class Connection implements ConnectionSink {
   readonly broker: Broker
   readonly socket: MqttSocket
-  readonly framer: Framer
   /** Name of the listener the client came in on (mqtt, mqtts, ws, wss, quic). */
   readonly listener: string
   state: ConnState = 'new'
@@ -74,6 +73,13 @@ export class Connection implements ConnectionSink {
   #outBytes = 0
   #flushScheduled = false
   #x: Extras | null = null
+  /** Holds an incomplete packet; null while none is pending (the usual case). */
+  #framer: Framer | null = null
+
+  /** The framer holding this connection's incomplete packet, if any. */
+  get framer(): Framer | null {
+    return this.#framer
+  }
 
   #extras(): Extras {
     return this.#x ??= new Extras()
@@ -117,7 +123,6 @@ export class Connection implements ConnectionSink {
     this.broker = broker
     this.socket = socket
     this.listener = listener
-    this.framer = new Framer(broker.config.limits.maxPacketSize)
   }
 
   get v5(): boolean {
@@ -130,7 +135,12 @@ export class Connection implements ConnectionSink {
     this.lastRx = Date.now()
     this.broker.stats.bytesIn += chunk.length
     try {
-      this.framer.push(chunk, this)
+      const f = this.#framer
+      if (f === null) this.#framer = Framer.first(chunk, this.broker.config.limits.maxPacketSize, this)
+      else {
+        f.push(chunk, this)
+        if (f.buffered === 0) this.#framer = null
+      }
     } catch (e) {
       this.fail(e)
     }

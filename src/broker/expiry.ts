@@ -22,10 +22,11 @@ export function sweep(broker: Broker): void {
   pruneAddresses(broker, now)
   for (const conn of broker.allConnections()) {
     // slow-loris: a packet trickling in for longer than limits.packetTimeout
-    if (conn.framer.buffered > 0 && now - conn.framer.partialSince > packetTimeout) {
+    const framer = conn.framer
+    if (framer !== null && framer.buffered > 0 && now - framer.partialSince > packetTimeout) {
       packetTimedOut(broker)
       broker.log.info('closing connection: packet not completed in time', {
-        clientId: conn.clientId || undefined, remote: conn.socket.remoteAddress, buffered: conn.framer.buffered, packetTimeout: packetTimeout / 1000,
+        clientId: conn.clientId || undefined, remote: conn.socket.remoteAddress, buffered: framer.buffered, packetTimeout: packetTimeout / 1000,
       })
       conn.end()
       continue

@@ -14,6 +14,8 @@ export interface FrameHandler {
 /**
  * Incremental framer: turns a byte stream into whole packets. It checks the remaining length
  * against the maximum packet size as soon as the length is known, before buffering the body.
+ * A Framer holds only an incomplete packet: a connection with nothing pending needs none
+ * (Framer.first frames a chunk without one and returns one only for a rest).
  */
 export class Framer {
   /** Bytes of an incomplete packet, kept as received. */
@@ -32,6 +34,18 @@ export class Framer {
     this.#max = n
   }
 
+  /**
+   * Frames `chunk` when nothing is buffered: calls onFrame for every whole packet and returns a
+   * Framer holding the incomplete rest, or null when the chunk ended on a packet boundary.
+   */
+  static first(chunk: Buffer, maxPacketSize: number, onFrame: FrameHandler): Framer | null {
+    const pos = scan(chunk, false, maxPacketSize, onFrame)
+    if (pos === chunk.length) return null
+    const f = new Framer(maxPacketSize)
+    f.#keep(chunk, pos, false)
+    return f
+  }
+
   /** Feeds bytes; calls onFrame for every whole packet. Throws MqttError on bad framing. */
   push(chunk: Buffer, onFrame: FrameHandler): void {
     let buf = chunk
@@ -47,44 +61,18 @@ export class Framer {
       this.#partsLen = 0
       this.#need = 0
     }
-    const len = buf.length
-    let pos = 0
-    while (pos < len) {
-      if (len - pos < 2) break
-      const header = buf[pos]!
-      let mult = 1
-      let remaining = 0
-      let i = pos + 1
-      let complete = false
-      for (let n = 0; n < 4; n++) {
-        if (i >= len) break
-        const b = buf[i++]!
-        remaining += (b & 0x7f) * mult
-        mult *= 128
-        if ((b & 0x80) === 0) { complete = true; break }
-        // spec 1.5.5: a Variable Byte Integer has at most four bytes
-        if (n === 3) throw new MqttError(RC.MALFORMED_PACKET, 'malformed remaining length (more than 4 bytes)')
-      }
-      if (!complete) break
-      const total = i - pos + remaining
-      // spec 3.2.2.3.6: reject a packet larger than our Maximum Packet Size before buffering it
-      if (total > this.#max) {
-        throw new MqttError(RC.PACKET_TOO_LARGE, `packet of ${total} bytes exceeds maximum packet size ${this.#max}`)
-      }
-      if (len - i < remaining) {
-        this.#need = total
-        break
-      }
-      onFrame.onFrame(header, buf, i, i + remaining, owned)
-      pos = i + remaining
-    }
-    if (pos < len) {
-      const rest = Buffer.from(buf.subarray(pos))
-      this.#parts = [rest]
-      this.#partsLen = rest.length
-      // a new packet started (not the same one re-parsed after joining its parts)
-      if (!owned || pos > 0) this.#since = Date.now()
-    }
+    const pos = scan(buf, owned, this.#max, onFrame)
+    if (pos < buf.length) this.#keep(buf, pos, owned)
+  }
+
+  /** Keeps buf[pos..] (an incomplete packet) as a copy of its own. */
+  #keep(buf: Buffer, pos: number, owned: boolean): void {
+    const rest = Buffer.from(buf.subarray(pos))
+    this.#parts = [rest]
+    this.#partsLen = rest.length
+    this.#need = totalSize(rest)
+    // a new packet started (not the same one re-parsed after joining its parts)
+    if (!owned || pos > 0) this.#since = Date.now()
   }
 
   get buffered(): number {
@@ -95,4 +83,53 @@ export class Framer {
   get partialSince(): number {
     return this.#since
   }
+}
+
+/** Total size of the packet starting at buf[0] once its remaining length is complete, else 0. */
+function totalSize(buf: Buffer): number {
+  let remaining = 0
+  let mult = 1
+  for (let i = 1; i < 5 && i < buf.length; i++) {
+    const b = buf[i]!
+    remaining += (b & 0x7f) * mult
+    mult *= 128
+    if ((b & 0x80) === 0) return i + 1 + remaining
+  }
+  return 0
+}
+
+/**
+ * Calls onFrame for every whole packet in buf; returns where the incomplete rest starts
+ * (buf.length when there is none). Throws MqttError on bad framing.
+ */
+function scan(buf: Buffer, owned: boolean, max: number, onFrame: FrameHandler): number {
+  const len = buf.length
+  let pos = 0
+  while (pos < len) {
+    if (len - pos < 2) break
+    const header = buf[pos]!
+    let mult = 1
+    let remaining = 0
+    let i = pos + 1
+    let complete = false
+    for (let n = 0; n < 4; n++) {
+      if (i >= len) break
+      const b = buf[i++]!
+      remaining += (b & 0x7f) * mult
+      mult *= 128
+      if ((b & 0x80) === 0) { complete = true; break }
+      // spec 1.5.5: a Variable Byte Integer has at most four bytes
+      if (n === 3) throw new MqttError(RC.MALFORMED_PACKET, 'malformed remaining length (more than 4 bytes)')
+    }
+    if (!complete) break
+    const total = i - pos + remaining
+    // spec 3.2.2.3.6: reject a packet larger than our Maximum Packet Size before buffering it
+    if (total > max) {
+      throw new MqttError(RC.PACKET_TOO_LARGE, `packet of ${total} bytes exceeds maximum packet size ${max}`)
+    }
+    if (len - i < remaining) break
+    onFrame.onFrame(header, buf, i, i + remaining, owned)
+    pos = i + remaining
+  }
+  return pos
 }

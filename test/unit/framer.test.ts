@@ -74,6 +74,36 @@ describe('Framer', () => {
   })
 })
 
+describe('Framer.first (a connection with nothing buffered holds no Framer)', () => {
+  const collect = (out: Frame[]) => ({ onFrame: (header: number, buf: Buffer, start: number, end: number) => { out.push({ header, body: buf.subarray(start, end).toString('hex') }) } })
+
+  test('a chunk that ends on a packet boundary leaves nothing to hold', () => {
+    const out: Frame[] = []
+    expect(Framer.first(Buffer.concat(PACKETS), 1 << 20, collect(out))).toBeNull()
+    expect(out).toEqual(expected(PACKETS))
+  })
+
+  test('at every split point, the rest is held and completed by push', () => {
+    const all = Buffer.concat(PACKETS)
+    for (let cut = 1; cut < all.length; cut++) {
+      const out: Frame[] = []
+      const f = Framer.first(all.subarray(0, cut), 1 << 20, collect(out))
+      if (f === null) {
+        Framer.first(all.subarray(cut), 1 << 20, collect(out))
+      } else {
+        expect(f.buffered).toBeGreaterThan(0)
+        f.push(all.subarray(cut), collect(out))
+        expect(f.buffered).toBe(0)
+      }
+      expect(out).toEqual(expected(PACKETS))
+    }
+  })
+
+  test('the maximum packet size is checked as soon as the length is known', () => {
+    expect(codeOf(() => Framer.first(Buffer.from([0x30, 0x80, 0x08]), 1024, collect([])))).toBe(0x95)
+  })
+})
+
 describe('Framer errors', () => {
   test('a five-byte remaining length is malformed (0x81), spec 1.5.5', () => {
     expect(codeOf(() => run(new Framer(1 << 30), [Uint8Array.of(0x30, 0xff, 0xff, 0xff, 0xff, 0x7f)]))).toBe(0x81)
