@@ -16,9 +16,19 @@ export type ConnState = 'new' | 'authenticating' | 'connected' | 'closed'
 /** Packets a client may send while its CONNECT is still being authenticated (held, replayed after). */
 const HELD_MAX_BYTES = 1024 * 1024
 
+const DEFAULT_LISTENER = 'mqtt'
+/** The protocol's limits when a v5 client states none (and always for v3). */
+const DEFAULT_RECEIVE_MAXIMUM = 65535
+const DEFAULT_MAX_PACKET_SIZE = 268435460
+
 /** Per-connection state most connections never use, created on first use (an idle
- * connection object is then 256 bytes instead of 320). */
+ * connection object is then 224 bytes instead of 320). */
 class Extras {
+  listener = DEFAULT_LISTENER
+  clientReceiveMaximum = DEFAULT_RECEIVE_MAXIMUM
+  clientMaxPacketSize = DEFAULT_MAX_PACKET_SIZE
+  clientTopicAliasMax = 0
+  cleanDisconnect = false
   aliasesIn: Map<number, string> | null = null
   aliasesOut: Map<string, number> | null = null
   authMethod: string | undefined = undefined
@@ -40,8 +50,6 @@ class Extras {
 export class Connection implements ConnectionSink {
   readonly broker: Broker
   readonly socket: MqttSocket
-  /** Name of the listener the client came in on (mqtt, mqtts, ws, wss, quic). */
-  readonly listener: string
   state: ConnState = 'new'
   version: ProtocolVersion = 4
   clientId = ''
@@ -57,12 +65,6 @@ export class Connection implements ConnectionSink {
   keepalive = 0
   lastRx = Date.now()
   readonly openedAt = Date.now()
-  /** The client's limits (v5 CONNECT properties). */
-  clientReceiveMaximum = 65535
-  clientMaxPacketSize = 268435460
-  clientTopicAliasMax = 0
-  /** A normal DISCONNECT arrived: no will (unless reason 0x04). */
-  cleanDisconnect = false
   /** QoS 1/2 PUBLISH received on this connection without PUBACK / PUBCOMP yet (spec 4.9). */
   unackedIn = 0
   /** The per-address entry this connection counts under (null: per-address limits off). */
@@ -84,6 +86,19 @@ export class Connection implements ConnectionSink {
   #extras(): Extras {
     return this.#x ??= new Extras()
   }
+
+  /** Name of the listener the client came in on (mqtt, mqtts, ws, wss, quic). */
+  get listener(): string { return this.#x === null ? DEFAULT_LISTENER : this.#x.listener }
+  /** The client's limits (v5 CONNECT properties); a value other than the default is kept in Extras. */
+  get clientReceiveMaximum(): number { return this.#x === null ? DEFAULT_RECEIVE_MAXIMUM : this.#x.clientReceiveMaximum }
+  set clientReceiveMaximum(n: number) { if (this.#x !== null || n !== DEFAULT_RECEIVE_MAXIMUM) this.#extras().clientReceiveMaximum = n }
+  get clientMaxPacketSize(): number { return this.#x === null ? DEFAULT_MAX_PACKET_SIZE : this.#x.clientMaxPacketSize }
+  set clientMaxPacketSize(n: number) { if (this.#x !== null || n !== DEFAULT_MAX_PACKET_SIZE) this.#extras().clientMaxPacketSize = n }
+  get clientTopicAliasMax(): number { return this.#x === null ? 0 : this.#x.clientTopicAliasMax }
+  set clientTopicAliasMax(n: number) { if (this.#x !== null || n !== 0) this.#extras().clientTopicAliasMax = n }
+  /** A normal DISCONNECT arrived: no will (unless reason 0x04). */
+  get cleanDisconnect(): boolean { return this.#x !== null && this.#x.cleanDisconnect }
+  set cleanDisconnect(b: boolean) { if (this.#x !== null || b) this.#extras().cleanDisconnect = b }
 
   /** Topic aliases the client set for messages to us (created on first use). */
   get aliasesIn(): Map<number, string> | null { return this.#x === null ? null : this.#x.aliasesIn }
@@ -119,10 +134,10 @@ export class Connection implements ConnectionSink {
     held.push([header, Buffer.from(buf.subarray(start, end))])
   }
 
-  constructor(broker: Broker, socket: MqttSocket, listener = 'mqtt') {
+  constructor(broker: Broker, socket: MqttSocket, listener = DEFAULT_LISTENER) {
     this.broker = broker
     this.socket = socket
-    this.listener = listener
+    if (listener !== DEFAULT_LISTENER) this.#extras().listener = listener
   }
 
   get v5(): boolean {

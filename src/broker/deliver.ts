@@ -59,7 +59,6 @@ export function unpersist(session: Session, d: Delivery): void {
 
 function enqueue(session: Session, d: Delivery): void {
   if (session.queue.length >= session.policy.maxQueued) {
-    session.droppedMessages++
     session.policy.counters.dropped++
     if (session.policy.dropNew || session.queue.length === 0) return
     unpersist(session, session.queue.shift()!)

@@ -39,7 +39,6 @@ export class Session {
   /** A will waiting for its Will Delay Interval to pass after the connection ended. */
   pendingWill: Will | null = null
   pendingWillAt = 0
-  droppedMessages = 0
   /** Queue policy and counters, one object shared by the broker's sessions. */
   policy: QueuePolicy = DEFAULT_POLICY
   /** Where this session's state is written through; null for a session that ends with its
