@@ -247,7 +247,9 @@ export function encodePacket(packet: Packet, version: ProtocolVersion): Buffer {
   // every client gets a CONNACK and most a SUBACK: v3.1/v3.1.1 ones (no properties) directly
   if (version !== 5) {
     if (packet.cmd === 'connack') return encodeConnack3(packet.sessionPresent, packet.returnCode)
-    if (packet.cmd === 'suback') return encodeSuback3(packet.messageId, packet.granted)
+    if (packet.cmd === 'suback') return encodeSuback(packet.messageId, packet.granted, false)
+  } else if (packet.cmd === 'suback' && (packet.properties === undefined || Object.keys(packet.properties).length === 0)) {
+    return encodeSuback(packet.messageId, packet.granted, true)
   }
   return mqttPacket.generate(packet, { protocolVersion: version })
 }
@@ -258,16 +260,20 @@ function encodeConnack3(sessionPresent: boolean, returnCode: number | undefined)
   return Buffer.from([0x20, 2, sessionPresent ? 1 : 0, returnCode])
 }
 
-/** SUBACK of MQTT 3.1 / 3.1.1: packet identifier, one return code per filter [MQTT-3.9.3-1]. */
-function encodeSuback3(messageId: number | undefined, granted: readonly (number | object)[]): Buffer {
+/**
+ * SUBACK: packet identifier, (v5: an empty property list,) one return / reason code per filter
+ * [MQTT-3.9.3-1]. v5 SUBACKs with properties go through mqtt-packet.
+ */
+function encodeSuback(messageId: number | undefined, granted: readonly (number | object)[], v5: boolean): Buffer {
   if (typeof messageId !== 'number') throw new Error('Invalid messageId')
   if (granted.length === 0 || granted.some((g) => typeof g !== 'number')) throw new Error('Invalid qos vector')
-  const len = 2 + granted.length
+  const len = (v5 ? 3 : 2) + granted.length
   const out = Buffer.allocUnsafe(1 + varintSize(len) + len)
   out[0] = 0x90
   let at = writeVarint(out, 1, len)
   out[at++] = messageId >> 8
   out[at++] = messageId & 0xff
+  if (v5) out[at++] = 0
   for (const g of granted) out[at++] = g as number
   return out
 }

@@ -203,6 +203,35 @@ describe('v5 CONNACK capabilities', () => {
     expect(p.serverKeepAlive).toBeUndefined()
   })
 
+  test('[MQTT-3.2.2-2] each client gets its own session present, assigned identifier and session expiry on one broker', async () => {
+    await using br = await startBroker()
+    const open = async (clientId: string, clean: boolean, sessionExpiry?: number) => {
+      const { client, connack } = await RawClient.open(br.port, { version: 5, clientId, clean, properties: sessionExpiry === undefined ? undefined : { sessionExpiry } })
+      return { client, ack: connack as IConnackPacket }
+    }
+    const first = await open('keeps', true, 60)
+    expect(first.ack.sessionPresent).toBe(false)
+    first.client.send(b.disconnect({ version: 5 }))
+    await first.client.closed()
+    const plain = await open('plain', true)
+    await using _p = plain.client
+    expect(plain.ack.sessionPresent).toBe(false)
+    const resumed = await open('keeps', false, 60)
+    await using _r = resumed.client
+    expect(resumed.ack.sessionPresent).toBe(true)
+    expect(resumed.ack.properties?.sessionExpiryInterval).toBeUndefined()
+    const assigned = await open('', true)
+    await using _a = assigned.client
+    expect(assigned.ack.properties?.assignedClientIdentifier).toMatch(/.+/)
+    const again = await open('again', true)
+    await using _g = again.client
+    expect(again.ack.sessionPresent).toBe(false)
+    expect(again.ack.properties?.assignedClientIdentifier).toBeUndefined()
+    // the limits part is the same for every client
+    expect(again.ack.properties).toEqual(plain.ack.properties!)
+    expect(resumed.ack.properties).toEqual(plain.ack.properties!)
+  })
+
   test('[MQTT-3.2.2-9] disabled features are announced as not available', async () => {
     await using br = await startBroker({
       VMQTT_LIMITS_RETAIN_AVAILABLE: 'false', VMQTT_LIMITS_WILDCARD_SUBSCRIPTIONS: 'false',

@@ -251,7 +251,7 @@ describe('encodePacket', () => {
     expect(enc({ cmd: 'suback', messageId: 1, granted: [1, 0x8f], properties: { reasonString: 'bad' } }, 5)).toBe(hexOf('suback-v5'))
   })
 
-  test('CONNACK and SUBACK of v3.1 / v3.1.1 agree with the independent builder', () => {
+  test('CONNACK and SUBACK without properties agree with the independent builder', () => {
     for (const version of [3, 4] as const) {
       for (const sessionPresent of [false, true]) {
         for (const code of [0, 1, 5]) {
@@ -264,6 +264,11 @@ describe('encodePacket', () => {
       }
     }
     expect(() => enc({ cmd: 'suback', messageId: 1, granted: [] }, 4)).toThrow('Invalid qos vector')
+    // v5 without properties: an empty property list
+    for (const codes of [[0], [2, 0x80, 0x97], Array.from({ length: 200 }, (_, i) => i % 3)]) {
+      expect(enc({ cmd: 'suback', messageId: 7, granted: codes }, 5)).toBe(b.suback(7, codes, { version: 5 }).toString('hex'))
+      expect(enc({ cmd: 'suback', messageId: 7, granted: codes, properties: {} }, 5)).toBe(b.suback(7, codes, { version: 5 }).toString('hex'))
+    }
     expect(() => enc({ cmd: 'connack', sessionPresent: false }, 4)).toThrow('Invalid return code')
   })
 

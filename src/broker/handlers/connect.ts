@@ -1,9 +1,10 @@
 import type { IConnectPacket, Packet, QoS } from 'mqtt-packet'
 import type { Message } from '../../codec/message.ts'
-import type { ConnectPeek, WillPropsRaw } from '../../codec/packets.ts'
+import { encodePacket, type ConnectPeek, type WillPropsRaw } from '../../codec/packets.ts'
 import { encodeUserProps } from '../../codec/properties.ts'
 import { connackCodeV3, MqttError, RC } from '../../codec/reason-codes.ts'
 import { topicNameError } from '../../topic/validate.ts'
+import type { Broker } from '../broker.ts'
 import type { Connection } from '../connection.ts'
 import { drainQueue, resendInflight, unpersist } from '../deliver.ts'
 import type { Session } from '../../session/session.ts'
@@ -234,7 +235,12 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
       ack.authenticationMethod = conn.authMethod
       if (authData !== undefined) ack.authenticationData = authData
     }
-    conn.sendPacket({ cmd: 'connack', sessionPresent, reasonCode: 0, properties: ack } as Packet)
+    const packet = { cmd: 'connack', sessionPresent, reasonCode: 0, properties: ack } as Packet
+    // the usual CONNACK only states the broker's limits: the same bytes for every client
+    const usual = expiry === (props.sessionExpiryInterval ?? 0) && !assignedId && serverKeepAlive === undefined && conn.authMethod === undefined
+    const bytes = usual ? usualConnack(broker, sessionPresent, packet) : null
+    if (bytes !== null && bytes.length <= conn.clientMaxPacketSize) conn.send(bytes)
+    else conn.sendPacket(packet)
   } else {
     // [MQTT-3.2.2-1..3] session present reflects a resumed session
     conn.sendPacket({ cmd: 'connack', sessionPresent, returnCode: 0 })
@@ -246,6 +252,16 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
     resendInflight(conn, s)
     drainQueue(conn, s)
   }
+}
+
+/** The encoded v5 CONNACK that only states the broker's limits, by session present (made once). */
+const usualConnacks = new WeakMap<Broker, [Buffer | null, Buffer | null]>()
+
+function usualConnack(broker: Broker, sessionPresent: boolean, packet: Packet): Buffer {
+  let cached = usualConnacks.get(broker)
+  if (cached === undefined) usualConnacks.set(broker, cached = [null, null])
+  const i = sessionPresent ? 1 : 0
+  return cached[i] ??= encodePacket(packet, 5)
 }
 
 /**
