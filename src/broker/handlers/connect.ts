@@ -246,7 +246,8 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
     conn.sendPacket({ cmd: 'connack', sessionPresent, returnCode: 0 })
   }
   broker.log.debug('client connected', { clientId: id, version: conn.version, clean: p.clean, sessionPresent })
-  broker.security?.audit.event('connect', { ...identity(conn), version: conn.version, method: conn.authMethod })
+  // identity() reads the socket's address, which Bun then keeps as a string for the socket's life
+  if (broker.security?.audit.enabled) broker.security.audit.event('connect', { ...identity(conn), version: conn.version, method: conn.authMethod })
   if (sessionPresent) {
     recheckResumed(conn, s)
     resendInflight(conn, s)
