@@ -1,4 +1,5 @@
 import { MqttError, RC } from './reason-codes.ts'
+import { readVarint } from './varint.ts'
 
 /** Receives each complete MQTT control packet: the first header byte and the variable header +
  * payload. An object, not a closure, so a connection needs no per-instance function. */
@@ -87,15 +88,8 @@ export class Framer {
 
 /** Total size of the packet starting at buf[0] once its remaining length is complete, else 0. */
 function totalSize(buf: Buffer): number {
-  let remaining = 0
-  let mult = 1
-  for (let i = 1; i < 5 && i < buf.length; i++) {
-    const b = buf[i]!
-    remaining += (b & 0x7f) * mult
-    mult *= 128
-    if ((b & 0x80) === 0) return i + 1 + remaining
-  }
-  return 0
+  const v = readVarint(buf, 1, buf.length)
+  return v === null ? 0 : v[1] + v[0]
 }
 
 /**
