@@ -159,7 +159,7 @@ export function pruneAddresses(broker: Broker, now: number): void {
 /**
  * Token buckets of limits.publishRate (messages) and limits.publishBytesRate (bytes of the
  * PUBLISH packet after the fixed header), one second deep, kept in three number fields of the
- * connection. A message is over the limit when the message bucket holds less than one token or
+ * connection (in its Extras, created on the first limited PUBLISH). A message is over the limit when the message bucket holds less than one token or
  * the bytes bucket is empty (a single PUBLISH larger than one second's worth goes through a full
  * bucket and leaves it in debt). Over a limit: v5 DISCONNECT 0x96 Message rate too high / 0x97
  * Quota exceeded, v3 the connection is closed. Returns true when the connection was closed.

@@ -242,7 +242,7 @@ function checkStrings(p: Packet, body: Buffer): void {
   }
 }
 
-/** Encodes any packet with mqtt-packet. */
+/** Encodes any packet: CONNACK (v3.1/v3.1.1) and SUBACK without properties directly, the rest with mqtt-packet. */
 export function encodePacket(packet: Packet, version: ProtocolVersion): Buffer {
   // every client gets a CONNACK and most a SUBACK: v3.1/v3.1.1 ones (no properties) directly
   if (version !== 5) {
