@@ -181,8 +181,11 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
   // the will is a publish like any other: the ACL must allow its topic (as Mosquitto does), and
   // $SYS/ is the broker's, as for a direct PUBLISH
   const sec = broker.security
-  if (will !== null && (isSysTopic(will.msg.topic) || (sec !== null && !sec.authorize(conn, 'publish', will.msg.topic)))) {
-    return refuse(conn, RC.NOT_AUTHORIZED, 'not authorized', `will topic ${will.msg.topic} denied ${isSysTopic(will.msg.topic) ? '($SYS/ is the broker\'s)' : 'by the ACL'}`)
+  if (will !== null) {
+    const sys = isSysTopic(will.msg.topic)
+    if (sys || (sec !== null && !sec.authorize(conn, 'publish', will.msg.topic))) {
+      return refuse(conn, RC.NOT_AUTHORIZED, 'not authorized', `will topic ${will.msg.topic} denied ${sys ? '($SYS/ is the broker\'s)' : 'by the ACL'}`)
+    }
   }
   // a session belongs to the user who made it; sessions per user are limited (ownership.ts)
   const owned = checkOwnership(conn)
