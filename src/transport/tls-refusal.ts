@@ -2,7 +2,8 @@ import type { Packet } from 'mqtt-packet'
 import { encodePacket } from '../codec/packets.ts'
 import type { ConnectionSink } from './types.ts'
 
-/** How long a refused TLS client has to send its CONNECT before the connection is closed. */
+/** How long a refused TLS client has to send its CONNECT before the connection is closed (the
+ * broker's connect timeout, which still applies through the connection it holds, may be shorter). */
 const WAIT_MS = 10_000
 /** A CONNECT's protocol level sits within its first 13 bytes (fixed header, "MQIsdp", level). */
 const PREFIX = 13
@@ -17,17 +18,21 @@ interface Writable { write(data: Uint8Array): number; end(): void }
  * network error and retry forever. So the handshake is let through, none of the client's bytes
  * reach the broker, and the CONNECT is answered here with a refusing CONNACK: v5 0x87 Not
  * authorized with a Reason String naming the certificate problem, v3 5 (not authorized).
- * Clients fail at once with an error instead of hanging.
+ * Clients fail at once with an error instead of hanging. The broker's connection for the socket
+ * stays open (it never sees a byte) until the socket closes, so the socket still counts for the
+ * per-address and connection limits and the connect timeout.
  */
 export class TlsRefusal implements ConnectionSink {
   readonly #socket: Writable
   readonly #reason: string
+  readonly #held: ConnectionSink | null
   #buf: Buffer | null = null
   #timer: ReturnType<typeof setTimeout>
 
-  constructor(socket: Writable, reason: string) {
+  constructor(socket: Writable, reason: string, held: ConnectionSink | null) {
     this.#socket = socket
     this.#reason = reason
+    this.#held = held
     this.#timer = setTimeout(() => this.#end(), WAIT_MS)
     this.#timer.unref?.()
   }
@@ -49,6 +54,7 @@ export class TlsRefusal implements ConnectionSink {
 
   close(): void {
     clearTimeout(this.#timer)
+    this.#held?.close()
   }
 
   #end(): void {

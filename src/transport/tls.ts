@@ -61,11 +61,11 @@ export function listenTls(opts: TlsListenOptions, accept: Accept): Listener {
       const level = codeOf(error) === 'ECONNRESET' ? 'debug' : 'warn'
       log[level](`TLS handshake failed from ${socket.remoteAddress}: ${reason}`, fields)
       const sink = socket.data
+      // a completed handshake with a refused certificate: its CONNECT gets a refusing CONNACK
+      if (success) { socket.data = new TlsRefusal(socket, reason, sink); return }
       socket.data = null
       sink?.close()
-      // a completed handshake with a refused certificate: its CONNECT gets a refusing CONNACK
-      if (success) socket.data = new TlsRefusal(socket, reason)
-      else socket.end()
+      socket.end()
     },
     ...sinkHandlers,
   }

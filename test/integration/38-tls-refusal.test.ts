@@ -10,9 +10,11 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import * as tls from 'node:tls'
+import { captureLog } from '../helpers/capture-log.ts'
 import { makeCerts, type KeyPair, type TestCerts } from '../helpers/certs.ts'
 import * as b from '../helpers/packet-builder.ts'
 import { startBroker } from '../helpers/start-broker.ts'
+import { until } from '../helpers/until.ts'
 
 const PROBE = join(import.meta.dir, '..', 'helpers', 'mqttjs-probe.mjs')
 const ROOT = join(import.meta.dir, '..', '..')
@@ -64,6 +66,23 @@ describe('MQTT.js under Node and Bun fails fast when its certificate is refused'
     const port = br.broker.portOf('mqtts')
     expect(await probe('bun', port, 5, certs.mallory)).toMatchObject({ ok: false, code: 0x87 })
     expect(await probe('bun', port, 5, certs.alice)).toMatchObject({ ok: true })
+  })
+})
+
+describe('the refused socket', () => {
+  test('still counts as a connection (per-address limits, connect timeout) until it closes', async () => {
+    const cap = captureLog()
+    await using br = await startBroker({
+      VMQTT_TLS_HOST: '127.0.0.1', VMQTT_TLS_PORT: '0', VMQTT_TLS_CERT: certs.server.cert, VMQTT_TLS_KEY: certs.server.key,
+      VMQTT_TLS_CA: certs.ca.cert, VMQTT_TLS_CLIENT_CERT: 'require',
+    }, { log: cap.log })
+    const [caPem, cert, key] = await Promise.all([readFile(certs.ca.cert), readFile(certs.mallory.cert), readFile(certs.mallory.key)])
+    const s = tls.connect({ host: '127.0.0.1', port: br.broker.portOf('mqtts'), ca: caPem, servername: 'localhost', cert, key })
+    s.on('error', () => {})
+    await until('the refused handshake', () => cap.matching('TLS handshake failed').length === 1)
+    expect(br.broker.connectionCount).toBe(1)
+    s.destroy()
+    await until('the connection to close', () => br.broker.connectionCount === 0)
   })
 })
 
