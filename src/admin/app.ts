@@ -32,10 +32,13 @@ export function createAdminApp(broker: Broker): Hono {
       try {
         return await bearer(c, () => { passed = true; return next() })
       } catch (e) {
-        // a wrong, missing or malformed token is audited, a few lines a second per address at most
-        if (!passed) {
-          const address = peer(c) ?? ''
-          broker.security?.audit.limited('admin', address, { action: 'auth-failed', address, listener: 'admin', method: c.req.method, path: clip(c.req.path) })
+        // a wrong, missing or malformed token is logged and audited, a few lines a second per address at most
+        const address = peer(c) ?? ''
+        const suppressed = passed ? -1 : broker.lineThrottle.take(`admin-auth\u0000${address}`)
+        if (suppressed >= 0) {
+          const fields = { action: 'auth-failed', address, listener: 'admin', method: c.req.method, path: clip(c.req.path), ...(suppressed > 0 ? { suppressed } : {}) }
+          broker.log.warn('admin API: wrong or missing token', fields)
+          broker.security?.audit.event('admin', fields)
         }
         throw e
       }

@@ -106,16 +106,6 @@ export class AuditLog {
     this.#write(`${JSON.stringify({ time: new Date().toISOString(), event, ...fields })}\n`)
   }
 
-  #limits = new Throttle()
-
-  /** An event that a peer can repeat at will (refused CONNECTs, wrong admin tokens): at most
-   * DENIALS_PER_SECOND lines per second per key (the peer's address), with a `suppressed` count. */
-  limited(event: AuditEvent, key: string, fields: AuditFields): void {
-    if (this.target === '') return
-    const n = this.#limits.take(`${event}\u0000${key}`)
-    if (n >= 0) this.event(event, n > 0 ? { ...fields, suppressed: n } : fields)
-  }
-
   /**
    * An ACL denial of `who` (a connection): at most DENIALS_PER_SECOND lines per second per
    * connection; the next line says how many were left out, so a client cannot flood the log.
