@@ -1,4 +1,4 @@
-import { appendFileSync, mkdirSync } from 'node:fs'
+import { appendFileSync, chmodSync, existsSync, mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 
 /** Security events the audit log records. */
@@ -18,13 +18,47 @@ export interface AuditFields {
   [key: string]: unknown
 }
 
-const MAX_TOPIC = 512
+/** Longest string field an audit or log line keeps (a client id or topic can be 64 KiB). */
+const MAX_FIELD = 512
+
+/** A string field cut to MAX_FIELD characters, marked with … when cut. */
+export const clip = (v: string | undefined): string | undefined => v !== undefined && v.length > MAX_FIELD ? `${v.slice(0, MAX_FIELD)}…` : v
 
 /** The identity fields of an audit line for a connection: client id, username, address, listener. */
 export function identity(c: { clientId: string; username: string | undefined; listener: string; socket: { readonly remoteAddress: string } }): AuditFields {
-  return { clientId: c.clientId || undefined, username: c.username, address: c.socket.remoteAddress, listener: c.listener }
+  return { clientId: clip(c.clientId) || undefined, username: clip(c.username), address: c.socket.remoteAddress, listener: c.listener }
 }
 const DENIALS_PER_SECOND = 10
+/** Keys a Throttle remembers before it starts afresh (an address flood must not grow it without end). */
+const MAX_THROTTLE_KEYS = 10_000
+
+/**
+ * At most `perSecond` lines per key per second (a key: an address, a quota name). take()
+ * answers -1 when this line should be left out, else how many were left out before it (for
+ * a `suppressed` field), so a flood of refusals writes a few lines a second, not one each.
+ */
+export class Throttle {
+  readonly perSecond: number
+  #keys = new Map<string, { at: number; lines: number; suppressed: number }>()
+
+  constructor(perSecond = DENIALS_PER_SECOND) {
+    this.perSecond = perSecond
+  }
+
+  take(key: string, now = Date.now()): number {
+    let t = this.#keys.get(key)
+    if (t === undefined) {
+      if (this.#keys.size >= MAX_THROTTLE_KEYS) this.#keys.clear()
+      this.#keys.set(key, t = { at: now, lines: 0, suppressed: 0 })
+    }
+    if (now - t.at >= 1000) { t.at = now; t.lines = 0 }
+    if (t.lines >= this.perSecond) { t.suppressed++; return -1 }
+    t.lines++
+    const n = t.suppressed
+    t.suppressed = 0
+    return n
+  }
+}
 
 /**
  * The audit log: one JSON object per line (time, event, client id, username, peer address,
@@ -44,7 +78,10 @@ export class AuditLog {
     else {
       try {
         mkdirSync(dirname(target), { recursive: true })
-        appendFileSync(target, '')
+        // readable by its owner only, whatever the umask: it names users and addresses
+        const created = !existsSync(target)
+        appendFileSync(target, '', { mode: 0o600 })
+        if (created) chmodSync(target, 0o600)
       } catch (e) {
         throw new Error(`audit log ${target}: cannot open for appending (${(e as Error).message})`)
       }
@@ -61,9 +98,11 @@ export class AuditLog {
 
   event(event: AuditEvent, fields: AuditFields): void {
     if (this.target === '') return
-    const topic = fields.topic
-    // a topic can be 64 KiB: the log keeps its start
-    if (typeof topic === 'string' && topic.length > MAX_TOPIC) fields = { ...fields, topic: `${topic.slice(0, MAX_TOPIC)}…` }
+    // a topic or client id can be 64 KiB: the line keeps the start of each field
+    for (const k in fields) {
+      const v = fields[k]
+      if (typeof v === 'string' && v.length > MAX_FIELD) fields = { ...fields, [k]: clip(v) }
+    }
     this.#write(`${JSON.stringify({ time: new Date().toISOString(), event, ...fields })}\n`)
   }
 

@@ -78,19 +78,26 @@ export function loadPasswordFile(path: string): Map<string, string> {
 }
 
 export interface PasswordFileOptions extends WatchedFileOptions {
-  /** Called after a re-read (change or reload()) replaced the users. */
-  onReload?: (users: number) => void
+  /** Called after a re-read (change or reload()) replaced the users; `removed`: users no longer in the file. */
+  onReload?: (users: number, removed: string[]) => void
 }
 
 export class PasswordFileAuthenticator implements Authenticator {
   readonly name = 'password-file'
   readonly path: string
   #file: WatchedFile<Map<string, string>>
+  /** The users of the previous read, to tell which ones a re-read removed. */
+  #users = new Map<string, string>()
 
   /** Loads the file (throws naming the file and line when it is invalid) and starts watching. */
   constructor(path: string, options: PasswordFileOptions = {}) {
     this.path = path
-    this.#file = new WatchedFile(path, 'users', parsePasswordFile, (users) => options.onReload?.(users.size), options)
+    this.#file = new WatchedFile(path, 'users', parsePasswordFile, (users) => {
+      const removed = [...this.#users.keys()].filter((u) => !users.has(u))
+      this.#users = users
+      options.onReload?.(users.size, removed)
+    }, options)
+    this.#users = this.#file.value
   }
 
   get size(): number {

@@ -54,6 +54,8 @@ export class Security {
   #failures = new Map<string, { count: number; at: number; user: string }>()
   /** Called after the ACL rules changed (file change, SIGHUP, admin API). */
   onAclReload: (() => void) | null = null
+  /** Called with the users a re-read of the password file removed (file change, SIGHUP, admin API). */
+  onUsersRemoved: ((users: string[]) => void) | null = null
   #failDelay: number
   #failDelayMax: number
   #log: Logger
@@ -98,7 +100,8 @@ export class Security {
     }
     async function build(): Promise<Security> {
       if (config.tls.identity !== 'off') chain.push(certIdentity(config.tls.identity))
-      if (a.passwordFile !== '') chain.push(new PasswordFileAuthenticator(a.passwordFile, { onError, onReload: onReload(a.passwordFile) }))
+      const onUsers = (_: number, removed: string[]) => { onReload(a.passwordFile)(); if (removed.length > 0) self?.onUsersRemoved?.(removed) }
+      if (a.passwordFile !== '') chain.push(new PasswordFileAuthenticator(a.passwordFile, { onError, onReload: onUsers }))
       if (a.jwtSecret !== '' || a.jwtPublicKey !== '' || a.jwtJwks !== '') {
         chain.push(await JwtAuth.create({
           ...(a.jwtSecret !== '' ? { secret: a.jwtSecret } : {}),

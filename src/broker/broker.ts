@@ -28,7 +28,8 @@ import { restore } from './restore.ts'
 import { route } from './route.ts'
 import { publishSys } from './sys-topics.ts'
 import { publishWill } from './will.ts'
-import { identity } from '../auth/audit.ts'
+import { identity, Throttle } from '../auth/audit.ts'
+import { dropRemovedUsers, recheckWill, SessionOwners } from './ownership.ts'
 
 export interface BrokerStats {
   msgsIn: number
@@ -41,6 +42,8 @@ export interface BrokerStats {
   storeFull: number
   /** Store transactions committed (each holds the writes of one event-loop turn or more). */
   commits: number
+  /** Retained messages not kept because of limits.maxRetainedMessages / maxRetainedBytes. */
+  retainedRefused: number
 }
 
 export interface BrokerOptions {
@@ -58,8 +61,12 @@ export class Broker {
   readonly authMethods: Map<string, EnhancedAuth>
   /** Authentication chain, ACL and audit log (built from the config in start()). */
   security: Security | null = null
-  readonly stats: BrokerStats = { msgsIn: 0, msgsOut: 0, bytesIn: 0, bytesOut: 0, dropped: 0, connectionsTotal: 0, storeFull: 0, commits: 0 }
+  readonly stats: BrokerStats = { msgsIn: 0, msgsOut: 0, bytesIn: 0, bytesOut: 0, dropped: 0, connectionsTotal: 0, storeFull: 0, commits: 0, retainedRefused: 0 }
   readonly sessions = new Map<string, Session>()
+  /** Which user owns which session, and how many each holds (ownership.ts). */
+  readonly sessionOwners = new SessionOwners()
+  /** Keeps repeated warnings (refused connects per address, quotas) to a few lines a second. */
+  readonly lineThrottle = new Throttle()
   /** Connected clients (after CONNACK); each is its session's `connection`. */
   onlineCount = 0
   /** Every open connection, including ones that have not sent CONNECT yet: an intrusive
@@ -125,6 +132,7 @@ export class Broker {
     this.security = await Security.create(this.config, this.log)
     for (const [name, method] of this.security.methods()) if (!this.authMethods.has(name)) this.authMethods.set(name, method)
     this.security.onAclReload = () => this.recheckSubscriptions()
+    this.security.onUsersRemoved = (users) => dropRemovedUsers(this, users)
     await this.store.open()
     restore(this)
     // time passed while the broker was down: expire sessions, wills and messages before listening
@@ -252,6 +260,7 @@ export class Broker {
     for (const sub of s.subscriptionList()) this.removeSubscription(s, sub.raw)
     if (s.connection !== null) { s.connection = null; this.onlineCount-- }
     this.sessions.delete(s.clientId)
+    this.sessionOwners.release(s)
     if (s.store !== null) s.store.deleteSession(s.clientId)
     s.store = null
     if (s.pendingWill !== null) {
@@ -283,7 +292,7 @@ export class Broker {
     const conn = s.connection
     const live = conn !== null && conn.session === s ? conn.will : null
     s.store.saveSession({
-      clientId: s.clientId, version: s.version, expiryInterval: s.expiryInterval,
+      clientId: s.clientId, owner: s.owner, version: s.version, expiryInterval: s.expiryInterval,
       disconnectedAt: s.disconnectedAt, subscriptions: s.subscriptionList(),
       will: s.pendingWill ?? live, willAt: s.pendingWill !== null ? s.pendingWillAt : 0,
     })
@@ -335,7 +344,8 @@ export class Broker {
 
   /**
    * After the ACL rules changed: subscriptions of connected clients that the new rules no
-   * longer allow are removed (as if unsubscribed), so a revoked right stops messages at once.
+   * longer allow are removed (as if unsubscribed), so a revoked right stops messages at once;
+   * so is a will whose topic they may no longer publish to (recheckWill).
    */
   recheckSubscriptions(): void {
     const sec = this.security
@@ -351,7 +361,8 @@ export class Broker {
         this.log.info('subscription revoked by the ACL', { clientId: s.clientId, filter: sub.raw })
         sec.audit.event('acl-denied', { ...identity(conn), action: 'subscription revoked', topic: sub.raw })
       }
-      if (changed) this.saveSession(s)
+      const willKept = recheckWill(this, conn)
+      if (changed || !willKept) this.saveSession(s)
     }
   }
 

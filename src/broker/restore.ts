@@ -14,6 +14,7 @@ export function restore(broker: Broker): void {
   for (const rec of sessions) {
     const s = broker.createSession(rec.clientId, rec.version)
     s.expiryInterval = rec.expiryInterval
+    broker.sessionOwners.own(s, rec.owner ?? undefined)
     s.store = broker.store
     const wasConnected = rec.disconnectedAt === 0
     s.disconnectedAt = wasConnected ? now : rec.disconnectedAt

@@ -145,6 +145,11 @@ export const ConfigSchema = v.strictObject({
     maxQueuedMessages: int(0, 10_000_000, 1000),
     /** Retained messages kept broker-wide; a new topic beyond this is not retained. */
     maxRetainedMessages: int(0, 100_000_000, 1_000_000),
+    /** Bytes of retained messages (topics + payloads) kept broker-wide, in memory and in the store
+     * (0 = no limit); a message that would pass it is delivered but not retained (logged). */
+    maxRetainedBytes: int(0, 1_000_000_000_000, 256 * 1024 * 1024),
+    /** Sessions (connected or stored) one username may hold (0 = no limit); beyond it CONNACK 0x97 (v3 3). */
+    maxSessionsPerUser: int(0, 100_000_000, 10_000),
     /** Highest keepalive (s) allowed; larger or zero requests get Server Keep Alive (v5). 0 = no cap. */
     maxKeepalive: int(0, 65535, 0),
     /** Topic Alias Maximum announced to v5 clients (0 disables inbound aliases). */
@@ -175,6 +180,9 @@ export const ConfigSchema = v.strictObject({
     queueOverflow: oneOf(['drop-oldest', 'drop-new'], 'drop-oldest'),
     /** Session expiry (s) for MQTT 3.x clients with clean session 0; 0 = never expire. */
     v3Expiry: int(0, 4_294_967_295, 0),
+    /** Let a client take over the session of its client id when that session belongs to another
+     * username; off: CONNACK 0x87 (v3 5), and the other user's session stays as it was. */
+    takeoverAcrossUsers: bool(false),
   }), {}),
   shared: v.optional(v.strictObject({
     /** How a shared subscription group picks the member for a message. */

@@ -44,6 +44,9 @@ export class Session {
   /** Where this session's state is written through; null for a session that ends with its
    * connection (expiry 0), which has nothing to persist. */
   store: Store | null = null
+  /** The username of the client that made the session (undefined: anonymous); only that user
+   * may resume or replace it unless session.takeoverAcrossUsers is on (broker/ownership.ts). */
+  owner: string | undefined = undefined
   /** Next position in the durable outbox. */
   nextSeq = 1
   #nextId = 1

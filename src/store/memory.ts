@@ -1,6 +1,6 @@
 import type { Message } from '../codec/message.ts'
 import { TopicTree } from '../topic/topic-tree.ts'
-import type { OutboxEntry, Restored, SessionRecord, Store } from './types.ts'
+import { retainedSize, type OutboxEntry, type Restored, type SessionRecord, type Store } from './types.ts'
 
 /** Keeps everything in process memory: fast, and gone when the process ends. */
 export class MemoryStore implements Store {
@@ -17,15 +17,25 @@ export class MemoryStore implements Store {
     return 0
   }
 
+  #retainedBytes = 0
+
+  retainedBytes(): number {
+    return this.#retainedBytes
+  }
+
   getRetained(topic: string): Message | undefined {
     return this.#retained.get(topic)
   }
 
   setRetained(msg: Message): void {
+    const old = this.#retained.get(msg.topic)
+    this.#retainedBytes += retainedSize(msg) - (old === undefined ? 0 : retainedSize(old))
     this.#retained.set(msg.topic, msg)
   }
 
   deleteRetained(topic: string): void {
+    const old = this.#retained.get(topic)
+    if (old !== undefined) this.#retainedBytes -= retainedSize(old)
     this.#retained.delete(topic)
   }
 

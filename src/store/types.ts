@@ -4,6 +4,8 @@ import type { Delivery, Subscription, Will } from '../session/types.ts'
 /** What survives of a persistent session between connections and restarts. */
 export interface SessionRecord {
   clientId: string
+  /** The username that made the session (undefined: an anonymous client). */
+  owner?: string | undefined
   version: 3 | 4 | 5
   expiryInterval: number
   /** Wall-clock ms of the disconnect; 0 while the client was connected. */
@@ -46,6 +48,8 @@ export interface Store {
   setRetained(msg: Message): void
   deleteRetained(topic: string): void
   retainedCount(): number
+  /** Bytes of the retained messages (retainedSize of each), for limits.maxRetainedBytes. */
+  retainedBytes(): number
   allRetained(): Iterable<Message>
   /** Visits the retained messages whose topics match a filter. */
   matchRetained(filter: string, visit: (msg: Message) => void): void
@@ -71,6 +75,9 @@ export interface Store {
    */
   commit(): number
 }
+
+/** What a retained message counts for limits.maxRetainedBytes: its topic and payload. */
+export const retainedSize = (msg: Message): number => msg.topic.length + msg.payload.length
 
 /** A storage failure, with the reason code publishers should see. */
 export class StoreError extends Error {

@@ -5,6 +5,7 @@ import type { PeerCertificate } from '../auth/types.ts'
 import type { Logger } from '../log.ts'
 import type { Accept, ConnectionSink, Listener, MqttSocket } from './types.ts'
 import { sinkHandlers } from './tcp.ts'
+import { TlsRefusal } from './tls-refusal.ts'
 
 /** Where a TLS-based listener (mqtts, wss, quic) listens and which certificate files it uses. */
 export interface TlsFiles {
@@ -52,13 +53,16 @@ export function listenTls(opts: TlsListenOptions, accept: Accept): Listener {
     handshake(socket, success, error) {
       // Bun reports "unable to get issuer certificate" whenever no client certificate was
       // verified, also when none was asked for (mode none) or sent (mode request)
-      if (success && (error === null || mode === 'none' || (mode === 'request' && socket.getPeerCertificate() == null))) return
-      const reason = handshakeReason(error, opts.minVersion)
+      const none = mode !== 'none' && socket.getPeerCertificate() == null
+      if (success && (error === null || mode === 'none' || (mode === 'request' && none))) return
+      const reason = success && none ? 'no client certificate (one is required)' : handshakeReason(error, opts.minVersion)
       const fields = { listener: 'mqtts', remote: socket.remoteAddress, reason, code: codeOf(error), error: error?.message }
       // a client that hangs up mid-handshake (port probe, health check) is not worth a warning
       const level = codeOf(error) === 'ECONNRESET' ? 'debug' : 'warn'
       log[level](`TLS handshake failed from ${socket.remoteAddress}: ${reason}`, fields)
       const sink = socket.data
+      // a completed handshake with a refused certificate: its CONNECT gets a refusing CONNACK
+      if (success) { socket.data = new TlsRefusal(socket, reason, sink); return }
       socket.data = null
       sink?.close()
       socket.end()
@@ -158,7 +162,8 @@ function loadTls(o: TlsListenOptions): TlsOptions {
   const tls: TlsOptions = {
     cert, key: keyText,
     requestCert: o.clientCert !== 'none',
-    rejectUnauthorized: o.clientCert === 'require',
+    // the handshake callback refuses (tls-refusal.ts): Bun's own refusal is a silent close
+    rejectUnauthorized: false,
     minVersion: VERSION[o.minVersion],
   }
   if (o.ca !== '') {

@@ -57,6 +57,27 @@ export function runStoreContract(name: string, factory: StoreFactory): void {
       expect([...store.allRetained()].map((m) => m.topic).sort()).toEqual(['$SYS/x', 'a/c'])
     })
 
+    test('retained bytes: topic + payload of each retained message, kept through replace and delete', () => {
+      expect(store.retainedBytes()).toBe(0)
+      store.setRetained(msg('a/b', 'one'))
+      store.setRetained(msg('a/c', 'twotwo'))
+      expect(store.retainedBytes()).toBe(3 + 3 + 3 + 6)
+      store.setRetained(msg('a/b', 'x'))
+      expect(store.retainedBytes()).toBe(3 + 1 + 3 + 6)
+      store.deleteRetained('a/c')
+      store.deleteRetained('no/such')
+      store.commit()
+      expect(store.retainedBytes()).toBe(3 + 1)
+    })
+
+    test('sessions: the owner (username) is kept; no owner loads as undefined', () => {
+      store.saveSession(session('owned', { owner: 'alice' }))
+      store.saveSession(session('anon'))
+      store.commit()
+      const owners = Object.fromEntries(store.load().sessions.map((r) => [r.clientId, r.owner]))
+      expect(owners).toEqual({ owned: 'alice', anon: undefined })
+    })
+
     test('sessions: save, replace, load, delete; subscriptions and will kept', () => {
       const will = { msg: msg('w/t', 'bye', { retain: false, qos: 2, props: { contentType: 'text/plain', userProps: Buffer.from([0x26, 0, 1, 0x6b, 0, 1, 0x76]) } }), delay: 30, expiry: 10 }
       const rec = session('c1', {
@@ -180,6 +201,7 @@ export function runStoreContract(name: string, factory: StoreFactory): void {
         await store.open()
         expect(store.getRetained('keep/1')?.payload.toString()).toBe('r1')
         expect(store.getRetained('keep/1')?.expiresAt).toBe(123)
+        expect(store.retainedBytes()).toBe('keep/1'.length + 2)
         const r = store.load()
         expect(r.sessions.map((s) => s.subscriptions[0]!.filter)).toEqual(['a/#'])
         expect(r.outbox.get('c1')!.map((e) => e.delivery.msg.payload.toString())).toEqual(['q'])

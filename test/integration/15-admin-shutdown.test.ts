@@ -129,7 +129,7 @@ describe('vmqtt start', () => {
     const health = await fetch(`http://127.0.0.1:${adminPort}/health`)
     expect(health.status).toBe(200)
     expect(health.headers.get('content-type')).toContain('application/json')
-    expect(await health.json()).toMatchObject({ status: 'ok', version: pkg.version })
+    expect(await health.json()).toEqual({ status: 'ok' })
 
     const ready = await fetch(`http://127.0.0.1:${adminPort}/ready`)
     expect(ready.status).toBe(200)

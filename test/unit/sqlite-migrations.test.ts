@@ -125,7 +125,7 @@ describe('SQLite schema migration from the version 1 fixture', () => {
     expect(before.schema.join('\n')).not.toContain('will')
   })
 
-  test('opening it migrates to version 2: sessions, retained messages, outbox and QoS 2 ids intact, will column added', async () => {
+  test('opening it migrates to the current version: sessions, retained messages, outbox and QoS 2 ids intact, will (v2) and owner (v3) columns added', async () => {
     const s = await open()
     try {
       expectFixtureData(s, s.load())
@@ -133,8 +133,8 @@ describe('SQLite schema migration from the version 1 fixture', () => {
       await s.close()
     }
     const after = inspect()
-    expect(after.version).toBe(2)
-    expect(after.sessionColumns).toEqual(['client_id', 'version', 'expiry', 'disconnected_at', 'subscriptions', 'will'])
+    expect(after.version).toBe(3)
+    expect(after.sessionColumns).toEqual(['client_id', 'version', 'expiry', 'disconnected_at', 'subscriptions', 'will', 'owner'])
     expect(after.indexes).toEqual(['outbox_message'])
     expect(after.counts).toEqual({ retained: 2, sessions: 2, messages: 2, outbox: 3, inbound_qos2: 2 })
   })
@@ -166,7 +166,7 @@ describe('SQLite schema migration from the version 1 fixture', () => {
     const first = await open()
     await first.close()
     const once = inspect()
-    expect(once.version).toBe(2)
+    expect(once.version).toBe(3)
     const second = await open()
     try {
       expectFixtureData(second, second.load())

@@ -12,7 +12,9 @@ import type { Delivery } from '../../session/types.ts'
 import type { Security } from '../../auth/security.ts'
 import type { AuthResult } from '../../auth/types.ts'
 import { runAuthStep } from './auth.ts'
-import { identity } from '../../auth/audit.ts'
+import { clip, identity } from '../../auth/audit.ts'
+import { isSysTopic } from './publish.ts'
+import { checkOwnership } from '../ownership.ts'
 
 /** [MQTT-3.1.2-2] unsupported protocol level: CONNACK 0x01 and close; [MQTT-3.1.2-1] a wrong
  * protocol name: close without CONNACK. */
@@ -28,9 +30,13 @@ export function rejectProtocol(conn: Connection, peek: ConnectPeek): void {
  * `detail` goes to the log and the audit log only, never to the client. */
 export function refuse(conn: Connection, code: number, reason: string, detail?: string): void {
   if (conn.state === 'closed') return
-  const fields = { ...identity(conn), reason: `0x${code.toString(16)}`, error: reason, detail }
-  conn.broker.log.info('connection refused', fields)
-  conn.broker.security?.audit.event('connect-failed', fields)
+  // a client can repeat a refused CONNECT at will: a few lines a second per address, fields cut short
+  const suppressed = conn.broker.lineThrottle.take(`refused\u0000${conn.socket.remoteAddress}`)
+  if (suppressed >= 0) {
+    const fields = { ...identity(conn), reason: `0x${code.toString(16)}`, error: reason, detail: clip(detail), ...(suppressed > 0 ? { suppressed } : {}) }
+    conn.broker.log.info('connection refused', fields)
+    conn.broker.security?.audit.event('connect-failed', fields)
+  }
   if (conn.v5) conn.sendPacket({ cmd: 'connack', sessionPresent: false, reasonCode: code, properties: { reasonString: reason } })
   else conn.sendPacket({ cmd: 'connack', sessionPresent: false, returnCode: connackCodeV3(code) })
   conn.end()
@@ -172,15 +178,22 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
   }
   const will = buildWill(conn, p)
   if (typeof will === 'string') return
-  // the will is a publish like any other: the ACL must allow its topic (as Mosquitto does)
+  // the will is a publish like any other: the ACL must allow its topic (as Mosquitto does), and
+  // $SYS/ is the broker's, as for a direct PUBLISH
   const sec = broker.security
-  if (will !== null && sec !== null && !sec.authorize(conn, 'publish', will.msg.topic)) {
-    return refuse(conn, RC.NOT_AUTHORIZED, 'not authorized', `will topic ${will.msg.topic} denied by the ACL`)
+  if (will !== null) {
+    const sys = isSysTopic(will.msg.topic)
+    if (sys || (sec !== null && !sec.authorize(conn, 'publish', will.msg.topic))) {
+      return refuse(conn, RC.NOT_AUTHORIZED, 'not authorized', `will topic ${will.msg.topic} denied ${sys ? '($SYS/ is the broker\'s)' : 'by the ACL'}`)
+    }
   }
+  // a session belongs to the user who made it; sessions per user are limited (ownership.ts)
+  const owned = checkOwnership(conn)
+  if (owned !== null) return refuse(conn, owned.code, owned.reason, owned.detail)
   if (old !== undefined) {
     // [MQTT-3.1.4-3] take over: the existing connection is closed (v5: DISCONNECT 0x8E)
     broker.log.info('session taken over', { clientId: id })
-    broker.security?.audit.event('kick', { ...identity(old), reason: 'session taken over', by: conn.socket.remoteAddress })
+    broker.security?.audit.event('kick', { ...identity(old), reason: 'session taken over', by: conn.socket.remoteAddress, byUsername: conn.username })
     old.disconnect(RC.SESSION_TAKEN_OVER, 'session taken over by a new connection')
   }
   let s = broker.sessions.get(id)
@@ -188,6 +201,7 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
   if (s !== undefined && (p.clean || s.expiresAt() <= Date.now())) { broker.endSession(s); s = undefined }
   const sessionPresent = s !== undefined
   if (s === undefined) s = broker.createSession(id, conn.version)
+  broker.sessionOwners.own(s, conn.username)
   // [MQTT-3.1.3-9] a delayed will of the previous connection is not sent when the session resumes
   s.pendingWill = null
   s.version = conn.version

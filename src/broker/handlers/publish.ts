@@ -121,7 +121,8 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
   })
 }
 
-function isSysTopic(topic: string): boolean {
+/** $SYS/ belongs to the broker: clients may not publish there (nor leave a will there). */
+export function isSysTopic(topic: string): boolean {
   return topic.charCodeAt(0) === 36 && (topic === '$SYS' || topic.startsWith('$SYS/'))
 }
 

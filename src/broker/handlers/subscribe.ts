@@ -27,6 +27,7 @@ export function handleSubscribe(conn: Connection, packet: Packet): void {
   const retainedFor: Subscription[] = []
   /** Positions in `granted` of subscriptions made by this packet. */
   const added: number[] = []
+  let tooMany = 0
   for (const req of p.subscriptions) {
     const parsed = parseShared(req.topic)
     if (typeof parsed === 'string') { granted.push(failure); continue }
@@ -63,7 +64,7 @@ export function handleSubscribe(conn: Connection, packet: Packet): void {
     // [MQTT-3.8.4-3] a subscription with the same filter replaces the old one
     const existed = s.getSubscription(req.topic) !== undefined
     if (!existed && lim.maxSubscriptions > 0 && s.subscriptionCount >= lim.maxSubscriptions) {
-      broker.log.info('subscription refused: too many subscriptions', { clientId: conn.clientId, max: lim.maxSubscriptions })
+      tooMany++
       granted.push(conn.v5 ? RC.QUOTA_EXCEEDED : 0x80)
       continue
     }
@@ -74,6 +75,8 @@ export function handleSubscribe(conn: Connection, packet: Packet): void {
     // [MQTT-3.3.1-10] retain handling 0: send; 1: only if new; 2: never. Not for shared subscriptions.
     if (sub.group === null && (sub.retainHandling === 0 || (sub.retainHandling === 1 && !existed))) retainedFor.push(sub)
   }
+  // one line per SUBSCRIBE packet, however many of its filters were over the limit
+  if (tooMany > 0) broker.log.info('subscriptions refused: too many subscriptions', { clientId: conn.clientId, max: lim.maxSubscriptions, refused: tooMany })
   // [MQTT-3.8.4-1] SUBACK with the same packet identifier, one code per filter [MQTT-3.8.4-6]
   broker.saveSession(s)
   // SUBACK once the subscriptions are durable; retained messages follow it

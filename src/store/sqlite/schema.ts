@@ -50,6 +50,8 @@ export const MIGRATIONS: readonly string[] = [
   // 2: wills survive restarts; an index to find the messages still referenced
   `ALTER TABLE sessions ADD COLUMN will TEXT;
    CREATE INDEX outbox_message ON outbox (message_id);`,
+  // 3: a session belongs to the username that made it (NULL: anonymous)
+  'ALTER TABLE sessions ADD COLUMN owner TEXT;',
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.length

@@ -1,10 +1,10 @@
 import { Database, type Statement } from 'bun:sqlite'
-import { mkdirSync, statSync } from 'node:fs'
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import type { Message } from '../../codec/message.ts'
 import type { QoS } from 'mqtt-packet'
 import { TopicTree } from '../../topic/topic-tree.ts'
-import { StoreError, type OutboxEntry, type Restored, type SessionRecord, type Store } from '../types.ts'
+import { retainedSize, StoreError, type OutboxEntry, type Restored, type SessionRecord, type Store } from '../types.ts'
 import { messageFromRow, propsToJson, subsFromJson, subsToJson, willFromJson, willToJson, type MessageRow } from './rows.ts'
 import { checkVersion, migrate, SchemaError } from './schema.ts'
 
@@ -63,6 +63,11 @@ export class SqliteStore implements Store {
     }
     let db: Database
     try {
+      // readable by its owner only, whatever the umask; SQLite gives -wal and -shm the same mode
+      if (!existsSync(this.path)) {
+        closeSync(openSync(this.path, 'a', 0o600))
+        chmodSync(this.path, 0o600)
+      }
       db = new Database(this.path, { create: true, strict: true })
     } catch (e) {
       throw this.#openError(e)
@@ -96,7 +101,9 @@ export class SqliteStore implements Store {
     this.#db = db
     this.#prepare(db)
     for (const row of db.query('SELECT topic, payload, qos, 1 AS retain, props, expires_at, \'\' AS origin FROM retained').all() as MessageRow[]) {
-      this.#retained.set(row.topic, messageFromRow(row))
+      const msg = messageFromRow(row)
+      this.#retained.set(row.topic, msg)
+      this.#retainedBytes += retainedSize(msg)
     }
     const max = db.query('SELECT MAX(id) AS m FROM messages').get() as { m: number | null }
     this.#nextMsgId = (max.m ?? 0) + 1
@@ -115,7 +122,7 @@ export class SqliteStore implements Store {
       return new StoreError('corrupt', `${this.path} is not a valid vmqtt database or is corrupt (${msg}). ` +
         'vmqtt does not delete or re-create it: move it aside (keep a copy) or restore a backup, then start again.')
     }
-    if (code === 'SQLITE_CANTOPEN' || code === 'SQLITE_READONLY' || code === 'SQLITE_PERM') {
+    if (code === 'SQLITE_CANTOPEN' || code === 'SQLITE_READONLY' || code === 'SQLITE_PERM' || code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
       return new StoreError('not-writable', `cannot open ${this.path} for writing (${msg}). ` +
         'Give vmqtt write permission on the data directory or set VMQTT_DATA_DIR.')
     }
@@ -127,7 +134,7 @@ export class SqliteStore implements Store {
     this.#s = {
       setRetained: q('INSERT OR REPLACE INTO retained (topic, payload, qos, props, expires_at) VALUES (?, ?, ?, ?, ?)'),
       delRetained: q('DELETE FROM retained WHERE topic = ?'),
-      saveSession: q('INSERT OR REPLACE INTO sessions (client_id, version, expiry, disconnected_at, subscriptions, will) VALUES (?, ?, ?, ?, ?, ?)'),
+      saveSession: q('INSERT OR REPLACE INTO sessions (client_id, version, expiry, disconnected_at, subscriptions, will, owner) VALUES (?, ?, ?, ?, ?, ?, ?)'),
       delSession: q('DELETE FROM sessions WHERE client_id = ?'),
       delSessionOutbox: q('DELETE FROM outbox WHERE client_id = ?'),
       delSessionQos2: q('DELETE FROM inbound_qos2 WHERE client_id = ?'),
@@ -154,11 +161,19 @@ export class SqliteStore implements Store {
     }
   }
 
+  #retainedBytes = 0
+
+  retainedBytes(): number {
+    return this.#retainedBytes
+  }
+
   getRetained(topic: string): Message | undefined {
     return this.#retained.get(topic)
   }
 
   setRetained(msg: Message): void {
+    const old = this.#retained.get(msg.topic)
+    this.#retainedBytes += retainedSize(msg) - (old === undefined ? 0 : retainedSize(old))
     this.#retained.set(msg.topic, msg)
     const s = this.#s.setRetained!
     const args = [msg.topic, msg.payload, msg.qos, propsToJson(msg.props), msg.expiresAt] as const
@@ -166,7 +181,9 @@ export class SqliteStore implements Store {
   }
 
   deleteRetained(topic: string): void {
-    if (!this.#retained.delete(topic)) return
+    const old = this.#retained.get(topic)
+    if (old === undefined || !this.#retained.delete(topic)) return
+    this.#retainedBytes -= retainedSize(old)
     const s = this.#s.delRetained!
     this.#ops.push(() => s.run(topic))
   }
@@ -185,7 +202,7 @@ export class SqliteStore implements Store {
 
   saveSession(rec: SessionRecord): void {
     const s = this.#s.saveSession!
-    const args = [rec.clientId, rec.version, rec.expiryInterval, rec.disconnectedAt, subsToJson(rec.subscriptions), willToJson(rec.will, rec.willAt)] as const
+    const args = [rec.clientId, rec.version, rec.expiryInterval, rec.disconnectedAt, subsToJson(rec.subscriptions), willToJson(rec.will, rec.willAt), rec.owner ?? null] as const
     this.#ops.push(() => s.run(...args))
   }
 
@@ -278,12 +295,12 @@ export class SqliteStore implements Store {
   load(): Restored {
     const db = this.#db!
     const sessions: SessionRecord[] = []
-    for (const r of db.query('SELECT client_id, version, expiry, disconnected_at, subscriptions, will FROM sessions').all() as {
-      client_id: string; version: number; expiry: number; disconnected_at: number; subscriptions: string; will: string | null
+    for (const r of db.query('SELECT client_id, version, expiry, disconnected_at, subscriptions, will, owner FROM sessions').all() as {
+      client_id: string; version: number; expiry: number; disconnected_at: number; subscriptions: string; will: string | null; owner: string | null
     }[]) {
       const w = willFromJson(r.will)
       sessions.push({
-        clientId: r.client_id, version: r.version as 3 | 4 | 5, expiryInterval: r.expiry, disconnectedAt: r.disconnected_at,
+        clientId: r.client_id, owner: r.owner ?? undefined, version: r.version as 3 | 4 | 5, expiryInterval: r.expiry, disconnectedAt: r.disconnected_at,
         subscriptions: subsFromJson(r.subscriptions), will: w?.will ?? null, willAt: w?.at ?? 0,
       })
     }
