@@ -25,7 +25,7 @@ import { deliver } from './deliver.ts'
 import { sweep } from './expiry.ts'
 import { admitAddress, REFUSED, releaseAddress } from './limits.ts'
 import { restore } from './restore.ts'
-import { route } from './route.ts'
+import { route, type Match } from './route.ts'
 import { publishSys } from './sys-topics.ts'
 import { publishWill } from './will.ts'
 import { identity } from '../auth/audit.ts'
@@ -67,7 +67,9 @@ export class Broker {
   #firstConn: Connection | null = null
   connectionCount = 0
   readonly subs = new TopicTrie<Subscription>()
-  readonly matchCache = new Map<string, Subscription[]>()
+  readonly matchCache = new Map<string, Match>()
+  /** Set once a session has a reader (an ACL restricts its client): route checks read access. */
+  readChecks = false
   readonly sharedCursor = new Map<string, number>()
   /** The latest $SYS values, sent as retained messages to new $SYS subscribers. */
   readonly sysRetained = new TopicTree<Message>()
@@ -334,12 +336,14 @@ export class Broker {
   }
 
   /**
-   * After the ACL rules changed: subscriptions of connected clients that the new rules no
-   * longer allow are removed (as if unsubscribed), so a revoked right stops messages at once.
+   * After the ACL rules changed: cached read decisions go, and subscriptions of connected
+   * clients that the new rules refuse (no topic they can match is readable any more) are
+   * removed (as if unsubscribed). Offline sessions are checked when they resume.
    */
   recheckSubscriptions(): void {
     const sec = this.security
     if (sec === null) return
+    this.matchCache.clear()
     for (const s of this.sessions.values()) {
       const conn = s.connection
       if (conn === null) continue

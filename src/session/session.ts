@@ -1,4 +1,5 @@
 import type { Connection } from '../broker/connection.ts'
+import type { Principal } from '../auth/security.ts'
 import type { Store } from '../store/types.ts'
 import type { Delivery, Inflight, Subscription, Will } from './types.ts'
 
@@ -46,6 +47,9 @@ export class Session {
   store: Store | null = null
   /** Next position in the durable outbox. */
   nextSeq = 1
+  /** Who reads this session's messages when an ACL restricts its client (kept while it is
+   * offline, so queued messages are checked too); null: no read checks (read-access.ts). */
+  reader: Principal | null = null
   #nextId = 1
 
   constructor(clientId: string, version: 3 | 4 | 5) {

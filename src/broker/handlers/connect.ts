@@ -6,9 +6,9 @@ import { connackCodeV3, MqttError, RC } from '../../codec/reason-codes.ts'
 import { topicNameError } from '../../topic/validate.ts'
 import type { Broker } from '../broker.ts'
 import type { Connection } from '../connection.ts'
-import { drainQueue, resendInflight, unpersist } from '../deliver.ts'
+import { drainQueue, resendInflight } from '../deliver.ts'
+import { setReader } from '../read-access.ts'
 import type { Session } from '../../session/session.ts'
-import type { Delivery } from '../../session/types.ts'
 import type { Security } from '../../auth/security.ts'
 import type { AuthResult } from '../../auth/types.ts'
 import { runAuthStep } from './auth.ts'
@@ -203,6 +203,8 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
   conn.will = will
   conn.state = 'connected'
   broker.attach(s, conn)
+  // who reads this session's messages from now on (queued ones included)
+  setReader(broker, s, conn)
   broker.saveSession(s)
   conn.clientReceiveMaximum = props.receiveMaximum ?? 65535
   conn.clientMaxPacketSize = props.maximumPacketSize ?? 268435460
@@ -267,8 +269,8 @@ function usualConnack(broker: Broker, sessionPresent: boolean, packet: Packet): 
 
 /**
  * A resumed session may have been made by another user (the same client id) or under older
- * rules: subscriptions the ACL no longer allows for this client are dropped, and so are queued
- * and unacknowledged messages on topics it may not read.
+ * rules: subscriptions through which this client may read nothing are dropped. Queued and
+ * unacknowledged messages are checked one by one as they go out (deliver.ts).
  */
 function recheckResumed(conn: Connection, s: Session): void {
   const broker = conn.broker
@@ -282,12 +284,6 @@ function recheckResumed(conn: Connection, s: Session): void {
     sec.audit.event('acl-denied', { ...identity(conn), action: 'subscription dropped on resume', topic: sub.raw })
   }
   if (changed) broker.saveSession(s)
-  const readable = (d: Delivery) => sec.authorize(conn, 'subscribe', d.msg.topic)
-  for (const [id, f] of s.inflight) {
-    // a QoS 2 message past PUBREC was delivered already: its PUBREL still goes out
-    if (f.state === 'publish' && !readable(f.delivery)) { s.inflight.delete(id); unpersist(s, f.delivery) }
-  }
-  if (s.queuedCount > 0) s.queue = s.queue.filter((d) => readable(d) || (unpersist(s, d), false))
 }
 
 /** Validates the will and turns it into a message; refuses the CONNECT (returns a string) when bad. */

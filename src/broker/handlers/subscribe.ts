@@ -5,6 +5,7 @@ import type { Subscription } from '../../session/types.ts'
 import { filterMatches } from '../../topic/match.ts'
 import { parseShared, topicFilterError } from '../../topic/validate.ts'
 import type { Connection } from '../connection.ts'
+import { mayRead } from '../read-access.ts'
 import { identity } from '../../auth/audit.ts'
 
 /** SUBSCRIBE: validate each filter, grant QoS, answer SUBACK, then send retained messages. */
@@ -113,6 +114,8 @@ function sendRetained(conn: Connection, subs: Subscription[]): void {
       if (sub.subId > 0) ids.push(sub.subId)
     }
     if (best === null) continue
+    // granted filters may match topics the client may not read: those retained messages stay
+    if (!mayRead(broker, s, msg.topic)) continue
     const qos = (msg.qos < best.qos ? msg.qos : best.qos) as QoS
     broker.deliverTo(s, { msg, qos, retain: true, subIds: ids.length > 0 ? ids : null })
   }
