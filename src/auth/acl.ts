@@ -73,7 +73,8 @@ export interface AclRules {
   defaultDecision: 'allow' | 'deny'
 }
 
-const LIMITS = { maxLength: 65535, maxLevels: 65535 }
+/** Control characters are the broker's business (limits.allowControlCharacters), not the rules'. */
+const LIMITS = { maxLength: 65535, maxLevels: 65535, allowControl: true }
 const RULE = /^(\S+)\s+(\S+)\s+(\S+)\s+(.+)$/
 
 /** Parses a rules file's text; throws `path:line: what is wrong`. */

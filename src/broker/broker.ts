@@ -12,6 +12,7 @@ import { SqliteStore } from '../store/sqlite/sqlite-store.ts'
 import type { Store } from '../store/types.ts'
 import { TopicTree } from '../topic/topic-tree.ts'
 import { TopicTrie } from '../topic/trie.ts'
+import type { TopicLimits } from '../topic/validate.ts'
 import { trustedProxies } from '../transport/proxy-protocol.ts'
 import { listenTcp } from '../transport/tcp.ts'
 import { listenQuic } from '../transport/quic.ts'
@@ -53,6 +54,8 @@ export interface BrokerOptions {
 /** The broker: owns sessions, subscriptions, retained messages and listeners. */
 export class Broker {
   readonly config: Readonly<Config>
+  /** Topic name and filter limits from the config (validate.ts), made once. */
+  readonly topicLimits: TopicLimits
   readonly log: Logger
   readonly store: Store
   readonly authMethods: Map<string, EnhancedAuth>
@@ -93,6 +96,8 @@ export class Broker {
 
   constructor(config: Readonly<Config>, opts: BrokerOptions = {}) {
     this.config = config
+    const lim = config.limits
+    this.topicLimits = { maxLength: lim.maxTopicLength, maxLevels: lim.maxTopicLevels, allowControl: lim.allowControlCharacters }
     this.log = opts.log ?? createLogger(config.log.level as LogLevel)
     this.store = opts.store ?? createStore(config)
     this.authMethods = opts.authMethods ?? new Map()

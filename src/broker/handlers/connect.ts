@@ -3,7 +3,7 @@ import type { Message } from '../../codec/message.ts'
 import { encodePacket, type ConnectPeek, type WillPropsRaw } from '../../codec/packets.ts'
 import { encodeUserProps } from '../../codec/properties.ts'
 import { connackCodeV3, MqttError, RC } from '../../codec/reason-codes.ts'
-import { topicNameError } from '../../topic/validate.ts'
+import { controlCharacterError, topicNameError } from '../../topic/validate.ts'
 import type { Broker } from '../broker.ts'
 import type { Connection } from '../connection.ts'
 import { drainQueue, resendInflight } from '../deliver.ts'
@@ -36,6 +36,19 @@ export function refuse(conn: Connection, code: number, reason: string, detail?: 
   conn.end()
 }
 
+/**
+ * A CONNECT field the spec lets us refuse (a control character, an invalid will topic): v5
+ * CONNACK with the reason code; v3 has no fitting code, the connection is closed (as Mosquitto
+ * does) [MQTT-4.8.0-1].
+ */
+function refuseString(conn: Connection, code: number, reason: string): void {
+  if (conn.v5) return refuse(conn, code, reason)
+  const fields = { ...identity(conn), error: reason }
+  conn.broker.log.info('connection refused', fields)
+  conn.broker.security?.audit.event('connect-failed', fields)
+  conn.end()
+}
+
 let assigned = 0
 function assignClientId(): string {
   assigned = (assigned + 1) % 1e9
@@ -58,6 +71,14 @@ export function handleConnect(conn: Connection, packet: Packet | null): void | P
     throw new MqttError(RC.MALFORMED_PACKET, 'password flag set without user name flag')
   }
   if (p.will !== undefined && (p.will.qos as number) === 3) throw new MqttError(RC.MALFORMED_PACKET, 'will QoS 3')
+  // control characters in a client id or user name would reach logs, audit lines and the admin
+  // API: refused unless limits.allowControlCharacters (spec 1.5.3 / 1.5.4: a receiver MAY close)
+  if (!conn.broker.config.limits.allowControlCharacters) {
+    const badId = controlCharacterError(p.clientId)
+    if (badId !== null) return refuseString(conn, RC.CLIENT_IDENTIFIER_NOT_VALID, `client identifier ${badId}`)
+    const badUser = p.username === undefined ? null : controlCharacterError(p.username)
+    if (badUser !== null) return refuseString(conn, RC.BAD_USER_NAME_OR_PASSWORD, `user name ${badUser}`)
+  }
   let assignedId = false
   if (p.clientId.length === 0) {
     // [MQTT-3.1.3-8] v3.1.1 with clean session 0 and an empty client id is refused with 0x02
@@ -291,8 +312,8 @@ function buildWill(conn: Connection, p: IConnectPacket): Connection['will'] | st
   const w = p.will
   if (w === undefined) return null
   const lim = conn.broker.config.limits
-  const err = topicNameError(w.topic, { maxLength: lim.maxTopicLength, maxLevels: lim.maxTopicLevels })
-  if (err !== null) { refuse(conn, RC.TOPIC_NAME_INVALID, `will topic: ${err}`); return err }
+  const err = topicNameError(w.topic, conn.broker.topicLimits)
+  if (err !== null) { refuseString(conn, RC.TOPIC_NAME_INVALID, `will topic: ${err}`); return err }
   // [MQTT-3.2.2-12] a will QoS above Maximum QoS is refused with 0x9B
   if ((w.qos ?? 0) > lim.maxQos) { refuse(conn, RC.QOS_NOT_SUPPORTED, 'will QoS not supported'); return 'qos' }
   // [MQTT-3.2.2-13] a retained will without retain support is refused with 0x9A

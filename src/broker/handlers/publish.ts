@@ -42,7 +42,7 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
       topic = known
     }
   }
-  const err = topicNameError(topic, { maxLength: lim.maxTopicLength, maxLevels: lim.maxTopicLevels })
+  const err = topicNameError(topic, broker.topicLimits)
   if (err !== null) throw new MqttError(RC.TOPIC_NAME_INVALID, `invalid topic name: ${err}`)
   if (p.qos === 2 && s.hasQos2(p.packetId)) {
     // [MQTT-4.3.3-10] a resent QoS 2 PUBLISH before PUBREL is not delivered again; its PUBREC

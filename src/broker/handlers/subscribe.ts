@@ -3,7 +3,7 @@ import { MqttError, RC } from '../../codec/reason-codes.ts'
 import type { Message } from '../../codec/message.ts'
 import type { Subscription } from '../../session/types.ts'
 import { filterMatches } from '../../topic/match.ts'
-import { parseShared, topicFilterError } from '../../topic/validate.ts'
+import { controlCharacterError, filterSyntaxError, parseShared, topicFilterError } from '../../topic/validate.ts'
 import type { Connection } from '../connection.ts'
 import { mayRead } from '../read-access.ts'
 import { identity } from '../../auth/audit.ts'
@@ -28,10 +28,15 @@ export function handleSubscribe(conn: Connection, packet: Packet): void {
   const retainedFor: Subscription[] = []
   /** Positions in `granted` of subscriptions made by this packet. */
   const added: number[] = []
+  // MQTT 3.1.1: an empty or invalid filter is a protocol violation ([MQTT-4.7.3-1]
+  // [MQTT-4.7.1-2] [MQTT-4.7.1-3]); the connection is closed [MQTT-4.8.0-1] before anything
+  // of the packet takes effect. MQTT 5 answers 0x8F for that filter.
+  if (!conn.v5) for (const req of p.subscriptions) rejectV3Filter(req.topic, lim.allowControlCharacters)
   for (const req of p.subscriptions) {
     const parsed = parseShared(req.topic)
     if (typeof parsed === 'string') { granted.push(failure); continue }
-    const err = topicFilterError(parsed.filter, { maxLength: lim.maxTopicLength, maxLevels: lim.maxTopicLevels })
+    const err = topicFilterError(parsed.filter, broker.topicLimits) ??
+      (parsed.group !== null && !lim.allowControlCharacters ? controlCharacterError(parsed.group) : null)
     if (err !== null) {
       broker.log.debug('subscription refused', { clientId: conn.clientId, filter: req.topic, error: err })
       granted.push(failure)
@@ -91,6 +96,12 @@ export function handleSubscribe(conn: Connection, packet: Packet): void {
     conn.sendPacket({ cmd: 'suback', messageId: p.messageId, granted } as Packet)
     if (retainedFor.length > 0 && conn.state === 'connected') sendRetained(conn, retainedFor)
   })
+}
+
+/** MQTT 3.x SUBSCRIBE / UNSUBSCRIBE: throws (the connection closes) for an invalid filter. */
+export function rejectV3Filter(filter: string, allowControl: boolean): void {
+  const bad = filterSyntaxError(filter, allowControl)
+  if (bad !== null) throw new MqttError(RC.PROTOCOL_ERROR, `invalid topic filter ${JSON.stringify(filter)}: ${bad}`)
 }
 
 /** [MQTT-3.3.1-8] retained messages go out with RETAIN set, at min(message, granted) QoS. */
