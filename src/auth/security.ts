@@ -54,6 +54,8 @@ export class Security {
   #failures = new Map<string, { count: number; at: number; user: string }>()
   /** Called after the ACL rules changed (file change, SIGHUP, admin API). */
   onAclReload: (() => void) | null = null
+  /** Counts ACL rule changes: decisions cached under an older value are made again. */
+  aclEpoch = 0
   #failDelay: number
   #failDelayMax: number
   #log: Logger
@@ -86,7 +88,7 @@ export class Security {
     const audit = new AuditLog(config.audit.log)
     const onReload = (what: string) => () => audit.event('reload', { file: what, result: 'ok' })
     let self: Security | null = null
-    const onAcl = () => { onReload(config.acl.file)(); self?.onAclReload?.() }
+    const onAcl = () => { onReload(config.acl.file)(); if (self !== null) self.aclEpoch++; self?.onAclReload?.() }
     const chain: Authenticator[] = []
     let acl: AclFile | null = null
     try {

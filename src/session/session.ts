@@ -1,5 +1,5 @@
 import type { Connection } from '../broker/connection.ts'
-import type { Principal } from '../auth/security.ts'
+import type { Reader } from '../broker/read-access.ts'
 import type { Store } from '../store/types.ts'
 import type { Delivery, Inflight, Subscription, Will } from './types.ts'
 
@@ -49,7 +49,7 @@ export class Session {
   nextSeq = 1
   /** Who reads this session's messages when an ACL restricts its client (kept while it is
    * offline, so queued messages are checked too); null: no read checks (read-access.ts). */
-  reader: Principal | null = null
+  reader: Reader | null = null
   #nextId = 1
 
   constructor(clientId: string, version: 3 | 4 | 5) {

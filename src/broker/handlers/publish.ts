@@ -7,6 +7,7 @@ import { MqttError, RC } from '../../codec/reason-codes.ts'
 import { topicNameError } from '../../topic/validate.ts'
 import type { Connection } from '../connection.ts'
 import { overPublishRate } from '../limits.ts'
+import { mayPublish } from '../read-access.ts'
 import { storeRetained } from '../will.ts'
 import { identity } from '../../auth/audit.ts'
 
@@ -53,7 +54,7 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
   }
   const sec = broker.security
   // $SYS/ belongs to the broker: a client cannot plant or spoof its values (as in Mosquitto)
-  const denied = isSysTopic(topic) || (sec !== null && !sec.authorize(conn, 'publish', topic))
+  const denied = isSysTopic(topic) || (sec !== null && !mayPublish(sec, conn, topic))
   if (denied) {
     broker.log.debug('publish denied', { clientId: conn.clientId, topic })
     sec?.audit.denied(conn, { ...identity(conn), action: 'publish', topic })
