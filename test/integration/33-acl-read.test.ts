@@ -12,6 +12,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { SignJWT } from 'jose'
+import mqtt from 'mqtt'
 import type { IConnackPacket, IPublishPacket } from 'mqtt-packet'
 import { accepted, aclFileIn, nextMessage, passwdFile, publish1, SUB_REFUSED, subackCodes, subscribeCollect, type V } from '../helpers/acl-clients.ts'
 import * as b from '../helpers/packet-builder.ts'
@@ -159,6 +160,33 @@ for (const version of VERSIONS) {
     })
   })
 }
+
+describe('MQTT.js with the interoperability suite\'s rules', () => {
+  for (const protocolVersion of VERSIONS) {
+    test(`MQTT.js v${protocolVersion}: # granted and filtered, test/nosubscribe refused (${protocolVersion === 5 ? '0x87' : '0x80'})`, async () => {
+      await using br = await startBroker({ VMQTT_ACL_FILE: aclFile('deny all subscribe test/nosubscribe\ndefault allow\n') })
+      const opts = { protocolVersion, reconnectPeriod: 0 } as const
+      const sub = await mqtt.connectAsync(br.url, { ...opts, clientId: `mqttjs-sub-${protocolVersion}` })
+      const pub = await mqtt.connectAsync(br.url, { ...opts, clientId: `mqttjs-pub-${protocolVersion}` })
+      try {
+        const topics: string[] = []
+        let seen!: () => void
+        const other = new Promise<void>((resolve) => { seen = resolve })
+        sub.on('message', (topic) => { topics.push(topic); if (topic === 'test/other') seen() })
+        expect((await sub.subscribeAsync('#', { qos: 1 })).map((g) => g.qos)).toEqual([1])
+        // MQTT.js rejects a refused subscription, naming the reason code (0x87 / 0x80)
+        const refused = await sub.subscribeAsync('test/nosubscribe', { qos: 1 }).then(() => 'granted', (e: Error) => e.message)
+        expect(refused).toBe(protocolVersion === 5 ? 'Subscribe error: Not authorized' : 'Subscribe error: Unspecified error')
+        await pub.publishAsync('test/nosubscribe', 'hidden', { qos: 1 })
+        await pub.publishAsync('test/other', 'seen', { qos: 1 })
+        await other
+        expect(topics).toEqual(['test/other'])
+      } finally {
+        await Promise.all([sub.endAsync(), pub.endAsync()])
+      }
+    })
+  }
+})
 
 /** For the bench's A/B and the README: an ACL costs one cached flag per subscription and topic. */
 describe('ACL read decisions are cached', () => {
