@@ -4,7 +4,7 @@
  * Aedes, side by side in one run; each broker pinned to core 0, the load generator (this
  * process and its client processes) to core 1. See scripts/bench/ and the README.
  *
- *   bun scripts/bench.ts [--scenarios fan-in,fan-out,...] [--brokers vmqtt,vmqtt-bin,mosquitto,aedes]
+ *   bun scripts/bench.ts [--scenarios fan-in,fan-out,...] [--brokers vmqtt,vmqtt-bin,mosquitto,aedes,vmqtt-acl]
  *     [--runs 3] [--duration 5] [--warmup 1] [--version 4|5|both] [--quick] [--rate MSGS]
  *     [--connections 19000] [--conn-procs N] [--no-pin] [--rebuild] [--out bench-results]
  *   bun scripts/bench.ts --from bench-results/<time>.jsonl     (re-render the table and chart)
@@ -72,7 +72,7 @@ const versions: Version[] = args.version === 'both' ? [4, 5] : [Number(args.vers
 if (versions.some((v) => v !== 4 && v !== 5)) throw new Error('--version must be 4, 5 or both')
 const scenarios = args.scenarios!.split(',').map((n) => {
   const s = scenarioByName(n.trim())
-  if (!s) throw new Error(`unknown scenario ${n}; known: ${SCENARIOS.map((x) => x.name).join(', ')}, qos0-pairs`)
+  if (!s) throw new Error(`unknown scenario ${n}; known: ${SCENARIOS.map((x) => x.name).join(', ')}, qos0-pairs, fan-out-all`)
   return s
 })
 

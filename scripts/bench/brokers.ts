@@ -29,7 +29,24 @@ export interface StartOptions {
   env?: Record<string, string>
   /** Data directory to use (kept); default a fresh temp dir removed on stop. */
   dir?: string
+  /** ACL rules (vmqtt only): written to the data directory and loaded (VMQTT_ACL_FILE). */
+  acl?: string
 }
+
+/**
+ * The rules of the `vmqtt-acl` variant: a deny rule, %u and %c rules, and an allow for the bench
+ * topics, so a subscriber on `#` is granted and every message it gets passes a read check
+ * (the same-run A/B against `vmqtt`, issue 13: within 10% on fan-out).
+ */
+export const BENCH_ACL = [
+  'default deny',
+  'deny  all  all        secret/#',
+  'allow all  all        users/%u/#',
+  'allow all  all        clients/%c/#',
+  'allow all  subscribe  $SYS/#',
+  'allow all  all        bench/#',
+  '',
+].join('\n')
 
 const LISTENING = (l: string) => l.includes('"mqtt listening"')
 const portOf = (line: string) => Number(/"port":(\d+)/.exec(line)![1])
@@ -51,11 +68,16 @@ export async function startVmqtt(name: string, binary: boolean, o: StartOptions 
   // src/main.ts as arguments (for investigations, e.g. to time store commits)
   const wrap = !binary && process.env.BENCH_WRAP ? process.env.BENCH_WRAP.split(' ') : []
   const cmd = binary ? [VMQTT_BIN] : [...wrap, process.execPath, join(ROOT, 'src', 'main.ts')]
+  const acl: Record<string, string> = {}
+  if (o.acl !== undefined) {
+    acl.VMQTT_ACL_FILE = join(dir, 'acl.conf')
+    writeFileSync(acl.VMQTT_ACL_FILE, o.acl)
+  }
   const spawnedAt = performance.now()
   const child = track(Bun.spawn(pinned(cmd, o.core ?? null), {
     env: {
       ...process.env, VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_WSS_PORT: 'off', VMQTT_QUIC_PORT: 'off', VMQTT_ADMIN_PORT: 'off',
-      VMQTT_SYS_INTERVAL: '0', VMQTT_LOG_LEVEL: 'info', VMQTT_DATA_DIR: dir, ...store, ...o.env,
+      VMQTT_SYS_INTERVAL: '0', VMQTT_LOG_LEVEL: 'info', VMQTT_DATA_DIR: dir, ...store, ...acl, ...o.env,
     },
     stdin: 'ignore', stdout: 'pipe', stderr: 'inherit',
   }))
@@ -153,6 +175,7 @@ export function brokerDefs(): BrokerDef[] {
   const av = aedesVersion()
   return [
     { id: 'vmqtt', label: 'vmqtt', versions: [4, 5], missing: null, start: (o) => startVmqtt('vmqtt', false, o) },
+    { id: 'vmqtt-acl', label: 'vmqtt + ACL', versions: [4, 5], missing: null, start: (o) => startVmqtt('vmqtt-acl', false, { ...o, acl: BENCH_ACL }) },
     {
       id: 'vmqtt-bin', label: 'vmqtt bin', versions: [4, 5],
       missing: existsSync(VMQTT_BIN) ? null : 'dist/vmqtt missing and could not be built',

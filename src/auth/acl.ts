@@ -16,15 +16,19 @@
  *   (`+`, `#`), never `$share/...` (rules see the filter without the share prefix). `%u` is
  *   replaced by the username and `%c` by the client id, anywhere in a level.
  *
- * Publish: a rule applies when its filter matches the topic name.
- * Subscribe (all or nothing, decided once at SUBSCRIBE): an allow rule applies only when its
- * filter covers the requested one (every topic the requested filter can match, the rule's
- * filter matches: `a/#` covers `a/+/b`, `a` and `a/#`; `a/+` does not cover `a/#`); a deny rule
- * applies as soon as the two filters overlap (some topic matches both: `#` overlaps
- * `secret/#`). Rules that neither cover nor overlap are skipped. This never grants a filter
- * through which a denied topic could arrive; it may refuse one that a topic-by-topic
- * evaluation would grant (an earlier allow covering only part of a later deny, or two allow
- * rules that only together cover the filter).
+ * Publish: the first rule (publish or all) whose filter matches the topic name decides.
+ * Read (is a message on this topic delivered to this client): the first rule (subscribe or
+ * all) whose filter matches the topic name decides. It is checked for every message a client
+ * gets: live, retained, shared, queued and resent.
+ * Subscribe (decided once at SUBSCRIBE, like Mosquitto): a filter is granted when some topic
+ * it can match is readable, and refused only when none is. Rules are walked in order: a deny
+ * rule whose filter covers the requested one (every topic the requested filter can match, the
+ * rule's filter matches: `secret/#` covers `secret/+/x`) refuses it; an allow rule grants it
+ * when the two filters overlap in topics that no earlier deny rule covers (`#` with `deny
+ * secret/#`, `allow #`: granted, and messages on `secret/...` are not delivered). This never
+ * refuses a filter through which some message could be delivered; it may grant one through
+ * which none can (several deny rules that only together hide an allow), which costs nothing
+ * since every message is checked.
  * [MQTT-4.7.2-1] a rule filter starting with `+` or `#` does not match (or cover, or overlap)
  * topics starting with `$`; `+/#` covers `#` (both match every non-$ topic).
  * Placeholders: a value that is missing, empty or contains `+`, `#` or `/` cannot widen a
@@ -69,7 +73,8 @@ export interface AclRules {
   defaultDecision: 'allow' | 'deny'
 }
 
-const LIMITS = { maxLength: 65535, maxLevels: 65535 }
+/** Control characters are the broker's business (limits.allowControlCharacters), not the rules'. */
+const LIMITS = { maxLength: 65535, maxLevels: 65535, allowControl: true }
 const RULE = /^(\S+)\s+(\S+)\s+(\S+)\s+(.+)$/
 
 /** Parses a rules file's text; throws `path:line: what is wrong`. */
@@ -231,21 +236,33 @@ export function filterCovers(rule: string[], requested: string[]): boolean {
 
 /** Whether some topic is matched by both filters (levels). */
 export function filtersOverlap(a: string[], b: string[]): boolean {
+  return filtersIntersect(a, b) !== null
+}
+
+/**
+ * The filter matching exactly the topics both filters match (levels), or null when none does:
+ * `a/+` and `+/b` give `a/b`; `a/#` and `+/b/#` give `a/b/#`; `a/#` and `a` give `a`.
+ */
+export function filtersIntersect(a: string[], b: string[]): string[] | null {
   // [MQTT-4.7.2-1] a leading wildcard never meets a '$' topic
-  if ((isWild(a[0]!) && b[0]!.startsWith('$')) || (isWild(b[0]!) && a[0]!.startsWith('$'))) return false
+  if ((isWild(a[0]!) && b[0]!.startsWith('$')) || (isWild(b[0]!) && a[0]!.startsWith('$'))) return null
+  const out: string[] = []
   for (let i = 0; ; i++) {
     const x = a[i]
     const y = b[i]
-    if (x === '#' || y === '#') return true
-    if (x === undefined || y === undefined) return x === y
-    if (x !== '+' && y !== '+' && x !== y) return false
+    if (x === '#') { for (let j = i; j < b.length; j++) out.push(b[j]!); return out }
+    if (y === '#') { for (let j = i; j < a.length; j++) out.push(a[j]!); return out }
+    if (x === undefined || y === undefined) return x === y ? out : null
+    if (x === '+') out.push(y)
+    else if (y === '+' || x === y) out.push(x)
+    else return null
   }
 }
 
-/** The request's topic as levels, or null when it is not a valid name (publish) or filter. */
+/** The request's topic as levels, or null when it is not a valid name (publish, read) or filter. */
 function requestLevels(req: AclRequest): string[] | null {
   const t = req.topic
-  if (req.action === 'publish') {
+  if (req.action !== 'subscribe') {
     if (t.length === 0 || t.includes('+') || t.includes('#')) return null
   } else if (topicFilterError(t, LIMITS) !== null) return null
   return t.split('/')
@@ -255,15 +272,23 @@ function requestLevels(req: AclRequest): string[] | null {
 export function authorize(rules: AclRules, req: AclRequest): Decision {
   const topic = requestLevels(req)
   if (topic === null) return 'deny'
+  const action = req.action === 'read' ? 'subscribe' : req.action
+  /** Subscribe: the (placeholder-filled) deny rules seen so far. */
+  let denies: string[][] | null = null
   for (const rule of rules.rules) {
-    if (rule.action !== 'all' && rule.action !== req.action) continue
+    if (rule.action !== 'all' && rule.action !== action) continue
     if (!whoMatches(rule.who, req)) continue
     const f = levelsFor(rule.levels, rule.placeholders, rule.decision, req)
     if (f === null) continue
-    const applies = req.action === 'publish'
-      ? levelsMatch(f, topic)
-      : rule.decision === 'allow' ? filterCovers(f, topic) : filtersOverlap(f, topic)
-    if (applies) return rule.decision
+    if (req.action !== 'subscribe') {
+      if (levelsMatch(f, topic)) return rule.decision
+    } else if (rule.decision === 'deny') {
+      if (filterCovers(f, topic)) return 'deny'
+      ;(denies ??= []).push(f)
+    } else {
+      const both = filtersIntersect(f, topic)
+      if (both !== null && (denies === null || !denies.some((d) => filterCovers(d, both)))) return 'allow'
+    }
   }
   return rules.defaultDecision
 }
@@ -286,9 +311,10 @@ function compileList(list: string[]): CompiledFilter[] {
 }
 
 /**
- * A per-connection ACL (e.g. from JWT claims): allow when a publish filter matches the topic,
- * or a subscribe filter covers the requested filter (semantics and placeholders as in the
- * rules file); otherwise deny.
+ * A per-connection ACL (e.g. from JWT claims): publish and read are allowed when one of the
+ * list's filters matches the topic; a subscription is granted when it overlaps one of the
+ * subscribe filters (some topic it can match is readable). Placeholders as in the rules file;
+ * everything else is denied.
  */
 export function authorizeClientAcl(acl: ClientAcl, req: AclRequest): Decision {
   const topic = requestLevels(req)
@@ -296,7 +322,7 @@ export function authorizeClientAcl(acl: ClientAcl, req: AclRequest): Decision {
   for (const c of compileList(req.action === 'publish' ? acl.publish : acl.subscribe)) {
     const f = levelsFor(c.levels, c.placeholders, 'allow', req)
     if (f === null) continue
-    if (req.action === 'publish' ? levelsMatch(f, topic) : filterCovers(f, topic)) return 'allow'
+    if (req.action === 'subscribe' ? filtersIntersect(f, topic) !== null : levelsMatch(f, topic)) return 'allow'
   }
   return 'deny'
 }

@@ -56,6 +56,8 @@ export class Security {
   onAclReload: (() => void) | null = null
   /** Called with the users a re-read of the password file removed (file change, SIGHUP, admin API). */
   onUsersRemoved: ((users: string[]) => void) | null = null
+  /** Counts ACL rule changes: decisions cached under an older value are made again. */
+  aclEpoch = 0
   #failDelay: number
   #failDelayMax: number
   #log: Logger
@@ -88,7 +90,7 @@ export class Security {
     const audit = new AuditLog(config.audit.log)
     const onReload = (what: string) => () => audit.event('reload', { file: what, result: 'ok' })
     let self: Security | null = null
-    const onAcl = () => { onReload(config.acl.file)(); self?.onAclReload?.() }
+    const onAcl = () => { onReload(config.acl.file)(); if (self !== null) self.aclEpoch++; self?.onAclReload?.() }
     const chain: Authenticator[] = []
     let acl: AclFile | null = null
     try {

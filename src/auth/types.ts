@@ -56,7 +56,8 @@ export interface Authenticator {
   close?(): void
 }
 
-export type AclAction = 'publish' | 'subscribe'
+/** publish a topic; subscribe to a filter; read: get a message on a topic (subscribe rules). */
+export type AclAction = 'publish' | 'subscribe' | 'read'
 
 /** One publish or subscribe as the authorizer sees it. */
 export interface AclRequest {
@@ -64,6 +65,6 @@ export interface AclRequest {
   username: string | undefined
   address: string
   action: AclAction
-  /** The topic name (publish) or the topic filter without any $share/{group}/ prefix (subscribe). */
+  /** The topic name (publish, read) or the topic filter without any $share/{group}/ prefix (subscribe). */
   topic: string
 }

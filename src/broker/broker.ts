@@ -12,6 +12,7 @@ import { SqliteStore } from '../store/sqlite/sqlite-store.ts'
 import type { Store } from '../store/types.ts'
 import { TopicTree } from '../topic/topic-tree.ts'
 import { TopicTrie } from '../topic/trie.ts'
+import type { TopicLimits } from '../topic/validate.ts'
 import { trustedProxies } from '../transport/proxy-protocol.ts'
 import { listenTcp } from '../transport/tcp.ts'
 import { listenQuic } from '../transport/quic.ts'
@@ -25,7 +26,7 @@ import { deliver } from './deliver.ts'
 import { sweep } from './expiry.ts'
 import { admitAddress, REFUSED, releaseAddress } from './limits.ts'
 import { restore } from './restore.ts'
-import { route } from './route.ts'
+import { route, type Match } from './route.ts'
 import { publishSys } from './sys-topics.ts'
 import { publishWill } from './will.ts'
 import { identity, Throttle } from '../auth/audit.ts'
@@ -56,6 +57,8 @@ export interface BrokerOptions {
 /** The broker: owns sessions, subscriptions, retained messages and listeners. */
 export class Broker {
   readonly config: Readonly<Config>
+  /** Topic name and filter limits from the config (validate.ts), made once. */
+  readonly topicLimits: TopicLimits
   readonly log: Logger
   readonly store: Store
   readonly authMethods: Map<string, EnhancedAuth>
@@ -74,7 +77,9 @@ export class Broker {
   #firstConn: Connection | null = null
   connectionCount = 0
   readonly subs = new TopicTrie<Subscription>()
-  readonly matchCache = new Map<string, Subscription[]>()
+  readonly matchCache = new Map<string, Match>()
+  /** Set once a session has a reader (an ACL restricts its client): route checks read access. */
+  readChecks = false
   readonly sharedCursor = new Map<string, number>()
   /** The latest $SYS values, sent as retained messages to new $SYS subscribers. */
   readonly sysRetained = new TopicTree<Message>()
@@ -98,6 +103,8 @@ export class Broker {
 
   constructor(config: Readonly<Config>, opts: BrokerOptions = {}) {
     this.config = config
+    const lim = config.limits
+    this.topicLimits = { maxLength: lim.maxTopicLength, maxLevels: lim.maxTopicLevels, allowControl: lim.allowControlCharacters }
     this.log = opts.log ?? createLogger(config.log.level as LogLevel)
     this.store = opts.store ?? createStore(config)
     this.authMethods = opts.authMethods ?? new Map()
@@ -343,13 +350,15 @@ export class Broker {
   }
 
   /**
-   * After the ACL rules changed: subscriptions of connected clients that the new rules no
-   * longer allow are removed (as if unsubscribed), so a revoked right stops messages at once;
-   * so is a will whose topic they may no longer publish to (recheckWill).
+   * After the ACL rules changed: cached read decisions go, and subscriptions of connected
+   * clients that the new rules refuse (no topic they can match is readable any more) are
+   * removed (as if unsubscribed); so is a will whose topic they may no longer publish to
+   * (recheckWill). Offline sessions are checked when they resume.
    */
   recheckSubscriptions(): void {
     const sec = this.security
     if (sec === null) return
+    this.matchCache.clear()
     for (const s of this.sessions.values()) {
       const conn = s.connection
       if (conn === null) continue

@@ -6,6 +6,7 @@ import type { Session } from '../session/session.ts'
 import type { Delivery } from '../session/types.ts'
 import type { Connection } from './connection.ts'
 import { qos0DropBytes } from './limits.ts'
+import { mayRead } from './read-access.ts'
 
 /** The inflight window towards this connection: its Receive Maximum capped by our config. */
 export function window(conn: Connection): number {
@@ -85,7 +86,8 @@ export function drainQueue(conn: Connection, session: Session): void {
   const win = window(conn)
   while (session.queue.length > 0 && session.inflight.size < win) {
     const d = session.queue.shift()!
-    if (isExpired(d, now)) { unpersist(session, d); continue }
+    // expired, or no longer readable by this client (another user, or the rules changed)
+    if (isExpired(d, now) || (session.reader !== null && !mayRead(conn.broker, session, d.msg.topic))) { unpersist(session, d); continue }
     if (d.qos === 0) { writePublish(conn, d.msg, 0, d.retain, d.subIds, 0, false); unpersist(session, d) }
     else sendInflight(conn, session, d)
   }
@@ -96,7 +98,9 @@ export function resendInflight(conn: Connection, session: Session): void {
   if (session.inflightCount === 0) return
   for (const f of session.inflight.values()) {
     if (f.state === 'pubrel') conn.send(Buffer.from([0x62, 2, f.packetId >> 8, f.packetId & 0xff]))
-    else if (!writePublish(conn, f.delivery.msg, f.delivery.qos, f.delivery.retain, f.delivery.subIds, f.packetId, true)) {
+    // a message the client may no longer read is not resent (a QoS 2 one past PUBREC was delivered)
+    else if ((session.reader !== null && !mayRead(conn.broker, session, f.delivery.msg.topic)) ||
+      !writePublish(conn, f.delivery.msg, f.delivery.qos, f.delivery.retain, f.delivery.subIds, f.packetId, true)) {
       session.inflight.delete(f.packetId)
       unpersist(session, f.delivery)
     }

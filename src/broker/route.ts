@@ -3,19 +3,30 @@ import type { Message } from '../codec/message.ts'
 import type { Delivery, Subscription } from '../session/types.ts'
 import type { Broker } from './broker.ts'
 import { sendQos0 } from './deliver.ts'
+import { readableFlags } from './read-access.ts'
 
 const MATCH_CACHE_MAX = 10_000
 
-function matches(broker: Broker, topic: string): Subscription[] {
-  let list = broker.matchCache.get(topic)
-  if (list === undefined) {
-    list = []
-    const out = list
+/** A topic's matching subscriptions and, once an ACL is in use, which of them may read it. */
+export interface Match {
+  subs: Subscription[]
+  /** Per subscription: 1 when its client may read the topic; null without read checks. */
+  readable: Uint8Array | null
+}
+
+function matches(broker: Broker, topic: string): Match {
+  let m = broker.matchCache.get(topic)
+  if (m === undefined) {
+    const out: Subscription[] = []
     broker.subs.match(topic, (sub) => { out.push(sub) })
     if (broker.matchCache.size >= MATCH_CACHE_MAX) broker.matchCache.clear()
-    broker.matchCache.set(topic, list)
+    m = { subs: out, readable: null }
+    broker.matchCache.set(topic, m)
   }
-  return list
+  // read decisions per subscription and topic, made once: the cache is cleared when
+  // subscriptions, a session's reader or the ACL change
+  if (m.readable === null && broker.readChecks && m.subs.length > 0) m.readable = readableFlags(broker, topic, m.subs)
+  return m
 }
 
 /**
@@ -24,12 +35,18 @@ function matches(broker: Broker, topic: string): Subscription[] {
  * [MQTT-3.3.4-3]; each shared group gives one delivery to one member [MQTT-4.8.2-2].
  */
 export function route(broker: Broker, msg: Message): number {
-  const list = matches(broker, msg.topic)
+  const m = matches(broker, msg.topic)
+  const list = m.subs
   if (list.length === 0) return 0
+  const readable = m.readable
   let single: Subscription | null = null
   let many: Map<string, Delivery> | null = null
   let groups: Map<string, Subscription[]> | null = null
-  for (const sub of list) {
+  for (let i = 0; i < list.length; i++) {
+    const sub = list[i]!
+    // an ACL: the message goes only to clients that may read its topic; a shared group
+    // gives it to a member that may, or skips it
+    if (readable !== null && readable[i] === 0) continue
     if (sub.group !== null) {
       groups ??= new Map()
       const key = `${sub.group}\u0000${sub.filter}`

@@ -137,6 +137,8 @@ export const ConfigSchema = v.strictObject({
     maxPacketSize: int(64, 268_435_460, 16 * 1024 * 1024),
     maxTopicLength: int(1, 65535, 65535),
     maxTopicLevels: int(1, 65535, 128),
+    /** Accept control characters (U+0001-U+001F, U+007F-U+009F) in client ids, user names and topics. */
+    allowControlCharacters: bool(false),
     /** Unacknowledged QoS 1/2 messages a client may send us at once (v5 Receive Maximum). */
     receiveMaximum: int(1, 65535, 1024),
     /** Unacknowledged QoS 1/2 messages we send to one client at once (also capped by its Receive Maximum). */

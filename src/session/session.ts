@@ -1,4 +1,5 @@
 import type { Connection } from '../broker/connection.ts'
+import type { Reader } from '../broker/read-access.ts'
 import type { Store } from '../store/types.ts'
 import type { Delivery, Inflight, Subscription, Will } from './types.ts'
 
@@ -49,6 +50,9 @@ export class Session {
   owner: string | undefined = undefined
   /** Next position in the durable outbox. */
   nextSeq = 1
+  /** Who reads this session's messages when an ACL restricts its client (kept while it is
+   * offline, so queued messages are checked too); null: no read checks (read-access.ts). */
+  reader: Reader | null = null
   #nextId = 1
 
   constructor(clientId: string, version: 3 | 4 | 5) {

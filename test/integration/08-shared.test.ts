@@ -93,11 +93,14 @@ describe.each(VERSIONS)('shared subscription delivery, MQTT version %i', (v) => 
     await using br = await startBroker()
     await using c = (await open(br.port, { version: v, clientId: 'bad-shares' })).c
     const failure = v === 5 ? 0x8f : 0x80
+    // MQTT 3.1.1 has no shared subscriptions: '$share/g+/x' is an invalid filter there, which
+    // closes the connection (34-strict.test.ts); the others are valid 3.1.1 filters
+    const invalid311 = [{ topic: '$share/g+/x' }, { topic: '$share/g#/x' }]
     const codes = await subscribeCodes(c, v, [
-      { topic: '$share/g+/x' }, { topic: '$share/g#/x' }, { topic: '$share/g' }, { topic: '$share//x' },
+      ...(v === 5 ? invalid311 : []), { topic: '$share/g' }, { topic: '$share//x' },
       { topic: '$share/g/' }, { topic: '$share/ok/x' },
     ])
-    expect(codes).toEqual([failure, failure, failure, failure, failure, 0])
+    expect(codes).toEqual([...(v === 5 ? [failure, failure] : []), failure, failure, failure, 0])
   })
 
   test('[3.3.1.3] a new shared subscription gets no retained messages', async () => {

@@ -238,7 +238,7 @@ describe('admin API and audit log', () => {
   test('a refused CONNECT with a 60 KiB client id and will topic writes a line of under 2 KiB', async () => {
     const audit = fresh('audit.log')
     await using br = await startBroker({ VMQTT_AUDIT_LOG: audit })
-    const { client } = await RawClient.open(br.port, { version: 4, clientId: 'y'.repeat(60_000), will: { topic: `a/+/${'z'.repeat(60_000)}`, payload: '' } })
+    const { client } = await RawClient.open(br.port, { version: 5, clientId: 'y'.repeat(60_000), will: { topic: `a/+/${'z'.repeat(60_000)}`, payload: '' } })
     await client.closed()
     await until('the refusal line', () => auditLines(audit).some((l) => l.event === 'connect-failed'))
     expect(readFileSync(audit).length).toBeLessThan(2048)

@@ -2,7 +2,7 @@ import { afterAll, afterEach, describe, expect, test } from 'bun:test'
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { AclFile, authorize, authorizeClientAcl, filterCovers, filtersOverlap, levelsMatch, loadAcl, parseAcl } from '../../src/auth/acl.ts'
+import { AclFile, authorize, authorizeClientAcl, filterCovers, filtersIntersect, filtersOverlap, levelsMatch, loadAcl, parseAcl } from '../../src/auth/acl.ts'
 import type { AclRules } from '../../src/auth/acl.ts'
 import type { AclAction, AclRequest } from '../../src/auth/types.ts'
 import { filterMatches } from '../../src/topic/match.ts'
@@ -25,6 +25,7 @@ function request(action: AclAction, topic: string, who: Who = {}): AclRequest {
 }
 const pub = (r: AclRules, topic: string, who?: Who) => authorize(r, request('publish', topic, who))
 const sub = (r: AclRules, filter: string, who?: Who) => authorize(r, request('subscribe', filter, who))
+const read = (r: AclRules, topic: string, who?: Who) => authorize(r, request('read', topic, who))
 
 describe('rules file format', () => {
   test('the documented example parses', () => {
@@ -157,7 +158,11 @@ describe('placeholders', () => {
     expect(pub(r, 'users/alice/x', { username: 'alice' })).toBe('allow')
     expect(pub(r, 'users/bob/x', { username: 'alice' })).toBe('deny')
     expect(sub(r, 'users/alice/#', { username: 'alice' })).toBe('allow')
-    expect(sub(r, 'users/+/#', { username: 'alice' })).toBe('deny')
+    // granted (users/alice/... is readable through it), and only alice's topics are delivered
+    expect(sub(r, 'users/+/#', { username: 'alice' })).toBe('allow')
+    expect(read(r, 'users/alice/x', { username: 'alice' })).toBe('allow')
+    expect(read(r, 'users/bob/x', { username: 'alice' })).toBe('deny')
+    expect(sub(r, 'users/bob/#', { username: 'alice' })).toBe('deny')
     expect(pub(r, 'clients/c1/x')).toBe('allow')
     expect(pub(r, 'clients/c2/x')).toBe('deny')
     expect(pub(r, 'dev-c1/alice', { username: 'alice' })).toBe('allow')
@@ -213,45 +218,55 @@ describe('placeholders', () => {
   })
 })
 
-describe('subscribe: allow rules must cover, deny rules must not overlap', () => {
-  test('a/# covers a/+/b, a/# and a; a/+ does not cover a/#', () => {
+describe('subscribe: granted when some topic it can match is readable; read: per topic', () => {
+  test('an allow rule grants every filter that overlaps it; reads are limited to its topics', () => {
     const r = rules('allow all subscribe a/#\nallow all subscribe b/+\n')
-    for (const f of ['a/+/b', 'a/#', 'a', 'a/b', 'a/+', 'a/b/c/d']) expect(sub(r, f)).toBe('allow')
-    for (const f of ['#', '+/b', 'c/#', '+']) expect(sub(r, f)).toBe('deny')
-    for (const f of ['b/x', 'b/+']) expect(sub(r, f)).toBe('allow')
-    for (const f of ['b/#', 'b', 'b/x/y', 'b/+/+']) expect(sub(r, f)).toBe('deny')
+    for (const f of ['a/+/b', 'a/#', 'a', 'a/b', 'a/+', 'a/b/c/d', '#', '+', '+/b', 'b/#', 'b', 'b/x', 'b/+/+']) expect(sub(r, f)).toBe(f === 'b' || f === 'b/+/+' ? 'deny' : 'allow')
+    for (const f of ['c/#', 'c', '+/+/+/+']) expect(sub(r, f)).toBe(f === '+/+/+/+' ? 'allow' : 'deny')
+    for (const t of ['a', 'a/x', 'a/x/y', 'b/x']) expect(read(r, t)).toBe('allow')
+    for (const t of ['b', 'b/x/y', 'c', 'c/a']) expect(read(r, t)).toBe('deny')
   })
 
-  test('+/# covers #', () => {
-    expect(sub(rules('allow all subscribe +/#\n'), '#')).toBe('allow')
-    expect(sub(rules('allow all subscribe a/+/#\n'), 'a/#')).toBe('deny')
+  test('one deny rule and default allow (the interoperability suite\'s setting): # granted, the denied topic refused and not delivered', () => {
+    const r = rules('deny all subscribe test/nosubscribe\ndefault allow\n')
+    for (const f of ['#', '+/+', 'test/#', 'test/+', 'test/nosubscribe/#']) expect(sub(r, f)).toBe('allow')
+    expect(sub(r, 'test/nosubscribe')).toBe('deny')
+    expect(read(r, 'test/nosubscribe')).toBe('deny')
+    expect(read(r, 'test/nosubscribe/x')).toBe('allow')
+    expect(read(r, 'test/other')).toBe('allow')
+    expect(pub(r, 'test/nosubscribe')).toBe('allow')
   })
 
-  test('a filter that could receive a denied topic is denied', () => {
+  test('a deny rule covering the filter refuses it; a later allow only grants topics it does not hide', () => {
     const r = rules('deny all all secret/#\nallow all all #\n')
-    for (const f of ['#', '+', '+/x', '+/#', 'secret', 'secret/+/y']) expect(sub(r, f)).toBe('deny')
-    for (const f of ['public/#', 'a/+', 'x']) expect(sub(r, f)).toBe('allow')
+    for (const f of ['#', '+', '+/x', '+/#', 'public/#', 'a/+', 'x']) expect(sub(r, f)).toBe('allow')
+    for (const f of ['secret', 'secret/#', 'secret/+/y', 'secret/x']) expect(sub(r, f)).toBe('deny')
+    expect(read(r, 'secret')).toBe('deny')
+    expect(read(r, 'secret/x/y')).toBe('deny')
+    expect(read(r, 'public')).toBe('allow')
     expect(pub(r, 'secret')).toBe('deny')
-    expect(pub(r, 'public')).toBe('allow')
   })
 
-  test('an allow rule covering only part of a filter does not grant it', () => {
-    expect(sub(rules('allow all subscribe a/b\n'), 'a/+')).toBe('deny')
-    expect(sub(rules('allow all subscribe a/b\ndefault allow\n'), 'a/+')).toBe('allow')
+  test('an earlier allow wins over a later deny, topic by topic', () => {
     const r = rules('allow all subscribe a/b\ndeny all subscribe a/+\nallow all subscribe #\n')
     expect(sub(r, 'a/b')).toBe('allow')
-    expect(sub(r, 'a/+')).toBe('deny')
-    expect(sub(r, 'a/#')).toBe('deny')
-    expect(sub(r, 'a/b/c')).toBe('allow')
+    expect(sub(r, 'a/+')).toBe('allow')
+    expect(sub(r, 'a/c')).toBe('deny')
+    expect(read(r, 'a/b')).toBe('allow')
+    expect(read(r, 'a/c')).toBe('deny')
+    expect(read(r, 'a/c/d')).toBe('allow')
+    // the allow rule's topics inside the filter are hidden by an earlier deny: refused
+    expect(sub(rules('deny all subscribe a/#\nallow all subscribe +/b\n'), 'a/+')).toBe('deny')
+    expect(sub(rules('deny all subscribe a/#\nallow all subscribe +/b\n'), '+/+')).toBe('allow')
   })
 
-  test('per-connection lists: subscribe must be covered by one filter', () => {
+  test('per-connection lists: a subscription overlapping a subscribe filter is granted; reads match the filters', () => {
     const acl = { publish: ['a/#'], subscribe: ['a/+', 'b/#', 'bad/#/x'] }
     const s = (f: string) => authorizeClientAcl(acl, request('subscribe', f))
-    expect(s('a/x')).toBe('allow')
-    expect(s('a/#')).toBe('deny')
-    expect(s('b/+/c')).toBe('allow')
-    expect(s('bad/#')).toBe('deny')
+    const rd = (t: string) => authorizeClientAcl(acl, request('read', t))
+    for (const f of ['a/x', 'a/#', 'b/+/c', '#', '+/+']) expect(s(f)).toBe('allow')
+    for (const f of ['bad/#', 'c/#', 'a/x/y', 'a']) expect(s(f)).toBe('deny')
+    expect([rd('a/x'), rd('b/x/y'), rd('a/x/y'), rd('bad/q/x'), rd('c')]).toEqual(['allow', 'allow', 'deny', 'deny', 'deny'])
     expect(authorizeClientAcl(acl, request('publish', 'a/x/y'))).toBe('allow')
     expect(authorizeClientAcl(acl, request('publish', 'b/x'))).toBe('deny')
     expect(authorizeClientAcl({ publish: [], subscribe: [] }, request('publish', 'a'))).toBe('deny')
@@ -270,7 +285,10 @@ describe('$ topics [MQTT-4.7.2-1]', () => {
   test('explicit $ rules work, and # does not overlap a $ deny', () => {
     const r = rules('deny all all $SYS/private/#\nallow all subscribe $SYS/#\nallow all all #\n')
     expect(sub(r, '$SYS/broker/+')).toBe('allow')
-    expect(sub(r, '$SYS/#')).toBe('deny')
+    expect(sub(r, '$SYS/#')).toBe('allow')
+    expect(sub(r, '$SYS/private/#')).toBe('deny')
+    expect(read(r, '$SYS/private/x')).toBe('deny')
+    expect(read(r, '$SYS/broker/x')).toBe('allow')
     expect(sub(r, '#')).toBe('allow')
     expect(sub(r, '+/private/#')).toBe('allow')
     expect(pub(r, '$SYS/private/x')).toBe('deny')
@@ -324,23 +342,43 @@ describe('filter algebra against brute force', () => {
     expect(wrong).toEqual([])
   })
 
-  test('random rule lists never grant a subscription through which a denied topic arrives', () => {
+  test('filtersIntersect(F, R) matches exactly the topics both match', () => {
+    const wrong: string[] = []
+    filters.forEach((f, i) => filters.forEach((r, k) => {
+      const both = filtersIntersect(f, r)
+      const got = topics.map((t) => both !== null && levelsMatch(both, t))
+      const expected = topics.map((_, j) => matches[k]![j]! && matches[i]![j]!)
+      if (got.some((g, j) => g !== expected[j])) wrong.push(`${f.join('/')} ∩ ${r.join('/')} = ${both?.join('/') ?? 'none'}`)
+    }))
+    expect(wrong).toEqual([])
+  })
+
+  test('random rule lists: read is the first matching rule; a refused subscription could read nothing; one rule decides exactly', () => {
     const rand = prng(20240611)
     const pick = <T>(xs: T[]) => xs[Math.floor(rand() * xs.length)]!
     const wrong: string[] = []
+    let granted = 0, exact = 0
     for (let n = 0; n < 300; n++) {
       const lines = Array.from({ length: 1 + Math.floor(rand() * 4) }, () => `${pick(['allow', 'deny'])} all all ${pick(filters).join('/')}`)
       lines.push(`default ${pick(['allow', 'deny'])}`)
       const r = rules(lines.join('\n'))
       // the decision for one topic: first rule whose filter matches it
       const perTopic = (t: string[]) => r.rules.find(x => levelsMatch(x.levels, t))?.decision ?? r.defaultDecision
+      for (const t of topics) if (read(r, t.join('/')) !== perTopic(t)) wrong.push(`${lines.join(' | ')}: read ${t.join('/')}`)
       for (const f of filters) {
-        if (sub(r, f.join('/')) !== 'allow') continue
-        const leak = topics.find(t => levelsMatch(f, t) && perTopic(t) === 'deny')
-        if (leak !== undefined) wrong.push(`${lines.join(' | ')}: ${f.join('/')} granted, receives ${leak.join('/')}`)
+        const readable = topics.some(t => levelsMatch(f, t) && perTopic(t) === 'allow')
+        const d = sub(r, f.join('/'))
+        if (d === 'deny' && readable) wrong.push(`${lines.join(' | ')}: ${f.join('/')} refused, yet it could read a topic`)
+        if (d === 'allow') granted++
+        if ((d === 'allow') === readable) exact++
+        // with one rule the answer is exact
+        if (r.rules.length === 1 && (d === 'allow') !== readable) wrong.push(`${lines.join(' | ')}: ${f.join('/')} ${d}`)
       }
     }
     expect(wrong).toEqual([])
+    // over-grants (harmless: every message is checked) stay rare
+    expect(exact / (300 * filters.length)).toBeGreaterThan(0.97)
+    expect(granted).toBeGreaterThan(0)
   })
 })
 

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { parseShared, topicFilterError, topicNameError } from '../../src/topic/validate.ts'
+import { controlCharacterError, filterSyntaxError, parseShared, topicFilterError, topicNameError } from '../../src/topic/validate.ts'
 
 const LIMITS = { maxLength: 65535, maxLevels: 128 }
 
@@ -93,5 +93,35 @@ describe('parseShared', () => {
     const p = parseShared('$share/g/a#')
     expect(p).toEqual({ filter: 'a#', group: 'g' })
     expect(topicFilterError((p as { filter: string }).filter, LIMITS)).not.toBeNull()
+  })
+})
+
+describe('control characters (U+0001-U+001F, U+007F-U+009F)', () => {
+  const controls = ['\u0001', '\u0009', '\u001f', '\u007f', '\u0080', '\u0085', '\u009f']
+  test('are refused in topic names and filters by default, naming the character', () => {
+    for (const ch of controls) {
+      expect(topicNameError(`a/b${ch}`, LIMITS)).toContain(`U+${ch.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`)
+      expect(topicFilterError(`a/${ch}/#`, LIMITS)).toContain('control character')
+      expect(filterSyntaxError(`+/${ch}`)).toContain('control character')
+      expect(controlCharacterError(`id${ch}`)).toContain('control character')
+    }
+  })
+
+  test('are accepted with allowControl; their neighbours always are', () => {
+    for (const ch of controls) {
+      expect(topicNameError(`a/b${ch}`, { ...LIMITS, allowControl: true })).toBeNull()
+      expect(topicFilterError(`a/${ch}/#`, { ...LIMITS, allowControl: true })).toBeNull()
+      expect(filterSyntaxError(`+/${ch}`, true)).toBeNull()
+    }
+    for (const ch of [' ', '~', '\u00a0', 'ÿ', '€']) {
+      expect(topicNameError(`a/b${ch}`, LIMITS)).toBeNull()
+      expect(topicFilterError(`a/${ch}/#`, LIMITS)).toBeNull()
+      expect(controlCharacterError(`id${ch}`)).toBeNull()
+    }
+  })
+
+  test('filterSyntaxError: the spec rules only, not the configured limits', () => {
+    for (const f of ['ab/+e', '', 'a/#/b', 'a#', '+a', 'a+/b']) expect(filterSyntaxError(f)).not.toBeNull()
+    for (const f of ['#', '+', 'a/+/b', '+/+/#', '/', 'x'.repeat(70000), 'a/'.repeat(500)]) expect(filterSyntaxError(f)).toBeNull()
   })
 })

@@ -3,12 +3,12 @@ import type { Message } from '../../codec/message.ts'
 import { encodePacket, type ConnectPeek, type WillPropsRaw } from '../../codec/packets.ts'
 import { encodeUserProps } from '../../codec/properties.ts'
 import { connackCodeV3, MqttError, RC } from '../../codec/reason-codes.ts'
-import { topicNameError } from '../../topic/validate.ts'
+import { controlCharacterError, topicNameError } from '../../topic/validate.ts'
 import type { Broker } from '../broker.ts'
 import type { Connection } from '../connection.ts'
-import { drainQueue, resendInflight, unpersist } from '../deliver.ts'
+import { drainQueue, resendInflight } from '../deliver.ts'
+import { setReader } from '../read-access.ts'
 import type { Session } from '../../session/session.ts'
-import type { Delivery } from '../../session/types.ts'
 import type { Security } from '../../auth/security.ts'
 import type { AuthResult } from '../../auth/types.ts'
 import { runAuthStep } from './auth.ts'
@@ -42,6 +42,19 @@ export function refuse(conn: Connection, code: number, reason: string, detail?: 
   conn.end()
 }
 
+/**
+ * A CONNECT field the spec lets us refuse (a control character, an invalid will topic): v5
+ * CONNACK with the reason code; v3 has no fitting code, the connection is closed (as Mosquitto
+ * does) [MQTT-4.8.0-1].
+ */
+function refuseString(conn: Connection, code: number, reason: string): void {
+  if (conn.v5) return refuse(conn, code, reason)
+  const fields = { ...identity(conn), error: reason }
+  conn.broker.log.info('connection refused', fields)
+  conn.broker.security?.audit.event('connect-failed', fields)
+  conn.end()
+}
+
 let assigned = 0
 function assignClientId(): string {
   assigned = (assigned + 1) % 1e9
@@ -64,6 +77,14 @@ export function handleConnect(conn: Connection, packet: Packet | null): void | P
     throw new MqttError(RC.MALFORMED_PACKET, 'password flag set without user name flag')
   }
   if (p.will !== undefined && (p.will.qos as number) === 3) throw new MqttError(RC.MALFORMED_PACKET, 'will QoS 3')
+  // control characters in a client id or user name would reach logs, audit lines and the admin
+  // API: refused unless limits.allowControlCharacters (spec 1.5.3 / 1.5.4: a receiver MAY close)
+  if (!conn.broker.config.limits.allowControlCharacters) {
+    const badId = controlCharacterError(p.clientId)
+    if (badId !== null) return refuseString(conn, RC.CLIENT_IDENTIFIER_NOT_VALID, `client identifier ${badId}`)
+    const badUser = p.username === undefined ? null : controlCharacterError(p.username)
+    if (badUser !== null) return refuseString(conn, RC.BAD_USER_NAME_OR_PASSWORD, `user name ${badUser}`)
+  }
   let assignedId = false
   if (p.clientId.length === 0) {
     // [MQTT-3.1.3-8] v3.1.1 with clean session 0 and an empty client id is refused with 0x02
@@ -217,6 +238,8 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
   conn.will = will
   conn.state = 'connected'
   broker.attach(s, conn)
+  // who reads this session's messages from now on (queued ones included)
+  setReader(broker, s, conn)
   broker.saveSession(s)
   conn.clientReceiveMaximum = props.receiveMaximum ?? 65535
   conn.clientMaxPacketSize = props.maximumPacketSize ?? 268435460
@@ -281,8 +304,8 @@ function usualConnack(broker: Broker, sessionPresent: boolean, packet: Packet): 
 
 /**
  * A resumed session may have been made by another user (the same client id) or under older
- * rules: subscriptions the ACL no longer allows for this client are dropped, and so are queued
- * and unacknowledged messages on topics it may not read.
+ * rules: subscriptions through which this client may read nothing are dropped. Queued and
+ * unacknowledged messages are checked one by one as they go out (deliver.ts).
  */
 function recheckResumed(conn: Connection, s: Session): void {
   const broker = conn.broker
@@ -296,12 +319,6 @@ function recheckResumed(conn: Connection, s: Session): void {
     sec.audit.event('acl-denied', { ...identity(conn), action: 'subscription dropped on resume', topic: sub.raw })
   }
   if (changed) broker.saveSession(s)
-  const readable = (d: Delivery) => sec.authorize(conn, 'subscribe', d.msg.topic)
-  for (const [id, f] of s.inflight) {
-    // a QoS 2 message past PUBREC was delivered already: its PUBREL still goes out
-    if (f.state === 'publish' && !readable(f.delivery)) { s.inflight.delete(id); unpersist(s, f.delivery) }
-  }
-  if (s.queuedCount > 0) s.queue = s.queue.filter((d) => readable(d) || (unpersist(s, d), false))
 }
 
 /** Validates the will and turns it into a message; refuses the CONNECT (returns a string) when bad. */
@@ -309,8 +326,8 @@ function buildWill(conn: Connection, p: IConnectPacket): Connection['will'] | st
   const w = p.will
   if (w === undefined) return null
   const lim = conn.broker.config.limits
-  const err = topicNameError(w.topic, { maxLength: lim.maxTopicLength, maxLevels: lim.maxTopicLevels })
-  if (err !== null) { refuse(conn, RC.TOPIC_NAME_INVALID, `will topic: ${err}`); return err }
+  const err = topicNameError(w.topic, conn.broker.topicLimits)
+  if (err !== null) { refuseString(conn, RC.TOPIC_NAME_INVALID, `will topic: ${err}`); return err }
   // [MQTT-3.2.2-12] a will QoS above Maximum QoS is refused with 0x9B
   if ((w.qos ?? 0) > lim.maxQos) { refuse(conn, RC.QOS_NOT_SUPPORTED, 'will QoS not supported'); return 'qos' }
   // [MQTT-3.2.2-13] a retained will without retain support is refused with 0x9A

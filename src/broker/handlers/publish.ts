@@ -7,6 +7,7 @@ import { MqttError, RC } from '../../codec/reason-codes.ts'
 import { topicNameError } from '../../topic/validate.ts'
 import type { Connection } from '../connection.ts'
 import { overPublishRate } from '../limits.ts'
+import { mayPublish } from '../read-access.ts'
 import { storeRetained } from '../will.ts'
 import { identity } from '../../auth/audit.ts'
 
@@ -42,7 +43,7 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
       topic = known
     }
   }
-  const err = topicNameError(topic, { maxLength: lim.maxTopicLength, maxLevels: lim.maxTopicLevels })
+  const err = topicNameError(topic, broker.topicLimits)
   if (err !== null) throw new MqttError(RC.TOPIC_NAME_INVALID, `invalid topic name: ${err}`)
   if (p.qos === 2 && s.hasQos2(p.packetId)) {
     // [MQTT-4.3.3-10] a resent QoS 2 PUBLISH before PUBREL is not delivered again; its PUBREC
@@ -53,7 +54,7 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
   }
   const sec = broker.security
   // $SYS/ belongs to the broker: a client cannot plant or spoof its values (as in Mosquitto)
-  const denied = isSysTopic(topic) || (sec !== null && !sec.authorize(conn, 'publish', topic))
+  const denied = isSysTopic(topic) || (sec !== null && !mayPublish(sec, conn, topic))
   if (denied) {
     broker.log.debug('publish denied', { clientId: conn.clientId, topic })
     sec?.audit.denied(conn, { ...identity(conn), action: 'publish', topic })

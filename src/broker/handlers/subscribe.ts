@@ -3,8 +3,9 @@ import { MqttError, RC } from '../../codec/reason-codes.ts'
 import type { Message } from '../../codec/message.ts'
 import type { Subscription } from '../../session/types.ts'
 import { filterMatches } from '../../topic/match.ts'
-import { parseShared, topicFilterError } from '../../topic/validate.ts'
+import { controlCharacterError, filterSyntaxError, parseShared, topicFilterError } from '../../topic/validate.ts'
 import type { Connection } from '../connection.ts'
+import { mayRead } from '../read-access.ts'
 import { identity } from '../../auth/audit.ts'
 
 /** SUBSCRIBE: validate each filter, grant QoS, answer SUBACK, then send retained messages. */
@@ -28,10 +29,15 @@ export function handleSubscribe(conn: Connection, packet: Packet): void {
   /** Positions in `granted` of subscriptions made by this packet. */
   const added: number[] = []
   let tooMany = 0
+  // MQTT 3.1.1: an empty or invalid filter is a protocol violation ([MQTT-4.7.3-1]
+  // [MQTT-4.7.1-2] [MQTT-4.7.1-3]); the connection is closed [MQTT-4.8.0-1] before anything
+  // of the packet takes effect. MQTT 5 answers 0x8F for that filter.
+  if (!conn.v5) for (const req of p.subscriptions) rejectV3Filter(req.topic, lim.allowControlCharacters)
   for (const req of p.subscriptions) {
     const parsed = parseShared(req.topic)
     if (typeof parsed === 'string') { granted.push(failure); continue }
-    const err = topicFilterError(parsed.filter, { maxLength: lim.maxTopicLength, maxLevels: lim.maxTopicLevels })
+    const err = topicFilterError(parsed.filter, broker.topicLimits) ??
+      (parsed.group !== null && !lim.allowControlCharacters ? controlCharacterError(parsed.group) : null)
     if (err !== null) {
       broker.log.debug('subscription refused', { clientId: conn.clientId, filter: req.topic, error: err })
       granted.push(failure)
@@ -95,6 +101,12 @@ export function handleSubscribe(conn: Connection, packet: Packet): void {
   })
 }
 
+/** MQTT 3.x SUBSCRIBE / UNSUBSCRIBE: throws (the connection closes) for an invalid filter. */
+export function rejectV3Filter(filter: string, allowControl: boolean): void {
+  const bad = filterSyntaxError(filter, allowControl)
+  if (bad !== null) throw new MqttError(RC.PROTOCOL_ERROR, `invalid topic filter ${JSON.stringify(filter)}: ${bad}`)
+}
+
 /** [MQTT-3.3.1-8] retained messages go out with RETAIN set, at min(message, granted) QoS. */
 function sendRetained(conn: Connection, subs: Subscription[]): void {
   const broker = conn.broker
@@ -116,6 +128,8 @@ function sendRetained(conn: Connection, subs: Subscription[]): void {
       if (sub.subId > 0) ids.push(sub.subId)
     }
     if (best === null) continue
+    // granted filters may match topics the client may not read: those retained messages stay
+    if (!mayRead(broker, s, msg.topic)) continue
     const qos = (msg.qos < best.qos ? msg.qos : best.qos) as QoS
     broker.deliverTo(s, { msg, qos, retain: true, subIds: ids.length > 0 ? ids : null })
   }
