@@ -336,7 +336,8 @@ export class Connection implements ConnectionSink {
     this.end()
   }
 
-  /** Flushes what is queued and closes the socket; the session layer sees close(). */
+  /** Flushes what is queued and closes the connection; the session layer sees close() at once,
+   * the socket is closed after lingering (transport/linger.ts). */
   end(): void {
     if (this.state === 'closed') return
     // the last output may depend on uncommitted writes: commit them before it goes
@@ -345,12 +346,13 @@ export class Connection implements ConnectionSink {
     // flush closes a client whose unsent output passed limits.maxPendingBytes
     if ((this.state as ConnState) === 'closed') return
     this.#closed()
-    try { this.socket.end() } catch { /* already closed */ }
+    // the socket lingers, reading and discarding, so that the last packet is read, not reset
+    try { this.broker.linger.close(this.socket) } catch { /* already closed */ }
   }
 
   /** Called by the transport when the socket closed (by either side). Never throws. */
   close(): void {
-    if (this.state === 'closed') return
+    if (this.state === 'closed') return this.broker.linger.closed(this.socket)
     this.#closed()
   }
 
