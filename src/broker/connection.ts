@@ -8,7 +8,7 @@ import type { Will } from '../session/types.ts'
 import type { ConnectionSink, MqttSocket } from '../transport/types.ts'
 import type { Broker } from './broker.ts'
 import { dispatch } from './dispatch.ts'
-import { forgetExpiry } from './handlers/connect.ts'
+import { forgetExpiry, refuseLargeConnect } from './handlers/connect.ts'
 import { slowConsumer, type AddressEntry } from './limits.ts'
 
 export type ConnState = 'new' | 'authenticating' | 'connected' | 'closed'
@@ -149,15 +149,18 @@ export class Connection implements ConnectionSink {
     if (this.state === 'closed') return
     this.lastRx = Date.now()
     this.broker.stats.bytesIn += chunk.length
+    const f = this.#framer
     try {
-      const f = this.#framer
-      if (f === null) this.#framer = Framer.first(chunk, this.broker.config.limits.maxPacketSize, this)
+      const lim = this.broker.config.limits
+      if (f === null) this.#framer = Framer.first(chunk, lim.maxPacketSize, this, lim.maxConnectPacketSize)
       else {
         f.push(chunk, this)
         if (f.buffered === 0) this.#framer = null
       }
     } catch (e) {
-      this.fail(e)
+      // a CONNECT over limits.maxConnectPacketSize: v5 clients get CONNACK 0x95
+      if (this.state === 'new' && f === null) refuseLargeConnect(this, chunk, e)
+      else this.fail(e)
     }
     this.broker.touch()
     this.flush()

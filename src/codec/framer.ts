@@ -25,10 +25,13 @@ export class Framer {
   /** Total size of the incomplete packet once its length is known, else 0. */
   #need = 0
   #max: number
+  #authMax: number
   #since = 0
 
-  constructor(maxPacketSize: number) {
+  /** authMax: the largest CONNECT or AUTH (packets sent before authentication completes). */
+  constructor(maxPacketSize: number, authMax = maxPacketSize) {
     this.#max = maxPacketSize
+    this.#authMax = authMax
   }
 
   set maxPacketSize(n: number) {
@@ -39,10 +42,10 @@ export class Framer {
    * Frames `chunk` when nothing is buffered: calls onFrame for every whole packet and returns a
    * Framer holding the incomplete rest, or null when the chunk ended on a packet boundary.
    */
-  static first(chunk: Buffer, maxPacketSize: number, onFrame: FrameHandler): Framer | null {
-    const pos = scan(chunk, false, maxPacketSize, onFrame)
+  static first(chunk: Buffer, maxPacketSize: number, onFrame: FrameHandler, authMax = maxPacketSize): Framer | null {
+    const pos = scan(chunk, false, maxPacketSize, authMax, onFrame)
     if (pos === chunk.length) return null
-    const f = new Framer(maxPacketSize)
+    const f = new Framer(maxPacketSize, authMax)
     f.#keep(chunk, pos, false)
     return f
   }
@@ -62,7 +65,7 @@ export class Framer {
       this.#partsLen = 0
       this.#need = 0
     }
-    const pos = scan(buf, owned, this.#max, onFrame)
+    const pos = scan(buf, owned, this.#max, this.#authMax, onFrame)
     if (pos < buf.length) this.#keep(buf, pos, owned)
   }
 
@@ -86,6 +89,8 @@ export class Framer {
   }
 }
 
+const CONNECT = 1, AUTH = 15
+
 /** Total size of the packet starting at buf[0] once its remaining length is complete, else 0. */
 function totalSize(buf: Buffer): number {
   const v = readVarint(buf, 1, buf.length)
@@ -96,7 +101,7 @@ function totalSize(buf: Buffer): number {
  * Calls onFrame for every whole packet in buf; returns where the incomplete rest starts
  * (buf.length when there is none). Throws MqttError on bad framing.
  */
-function scan(buf: Buffer, owned: boolean, max: number, onFrame: FrameHandler): number {
+function scan(buf: Buffer, owned: boolean, max: number, authMax: number, onFrame: FrameHandler): number {
   const len = buf.length
   let pos = 0
   while (pos < len) {
@@ -120,6 +125,10 @@ function scan(buf: Buffer, owned: boolean, max: number, onFrame: FrameHandler): 
     // spec 3.2.2.3.6: reject a packet larger than our Maximum Packet Size before buffering it
     if (total > max) {
       throw new MqttError(RC.PACKET_TOO_LARGE, `packet of ${total} bytes exceeds maximum packet size ${max}`)
+    }
+    // CONNECT and AUTH come before authentication completes: a small cap, checked before buffering
+    if (total > authMax && (header >> 4 === CONNECT || header >> 4 === AUTH)) {
+      throw new MqttError(RC.PACKET_TOO_LARGE, `${header >> 4 === CONNECT ? 'CONNECT' : 'AUTH'} of ${total} bytes exceeds limits.maxConnectPacketSize ${authMax}`)
     }
     if (len - i < remaining) break
     onFrame.onFrame(header, buf, i, i + remaining, owned)

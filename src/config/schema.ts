@@ -135,6 +135,8 @@ export const ConfigSchema = v.strictObject({
   limits: v.optional(v.strictObject({
     /** Largest packet accepted (bytes); announced as Maximum Packet Size in v5 CONNACK. */
     maxPacketSize: int(64, 268_435_460, 16 * 1024 * 1024),
+    /** Largest CONNECT or AUTH packet (bytes): the packets before authentication completes. */
+    maxConnectPacketSize: int(64, 268_435_460, 64 * 1024),
     maxTopicLength: int(1, 65535, 65535),
     maxTopicLevels: int(1, 65535, 128),
     /** Unacknowledged QoS 1/2 messages a client may send us at once (v5 Receive Maximum). */

@@ -1,6 +1,6 @@
 import type { IConnectPacket, Packet, QoS } from 'mqtt-packet'
 import type { Message } from '../../codec/message.ts'
-import { encodePacket, type ConnectPeek, type WillPropsRaw } from '../../codec/packets.ts'
+import { encodePacket, peekConnect, type ConnectPeek, type WillPropsRaw } from '../../codec/packets.ts'
 import { encodeUserProps } from '../../codec/properties.ts'
 import { connackCodeV3, MqttError, RC } from '../../codec/reason-codes.ts'
 import { topicNameError } from '../../topic/validate.ts'
@@ -34,6 +34,18 @@ export function refuse(conn: Connection, code: number, reason: string, detail?: 
   if (conn.v5) conn.sendPacket({ cmd: 'connack', sessionPresent: false, reasonCode: code, properties: { reasonString: reason } })
   else conn.sendPacket({ cmd: 'connack', sessionPresent: false, returnCode: connackCodeV3(code) })
   conn.end()
+}
+
+/** A CONNECT refused by the framer (over limits.maxConnectPacketSize) as soon as its length was
+ * read: a v5 client (level 5 in the same chunk) gets CONNACK 0x95, any other is just closed. */
+export function refuseLargeConnect(conn: Connection, first: Buffer, e: unknown): void {
+  if (!(e instanceof MqttError) || e.code !== RC.PACKET_TOO_LARGE || first[0] !== 0x10) return conn.fail(e)
+  let i = 1
+  while (i < 5 && i < first.length && (first[i]! & 0x80) !== 0) i++
+  const peek = peekConnect(first.subarray(i + 1))
+  if (peek === null || peek.level !== 5) return conn.fail(e)
+  conn.version = 5
+  refuse(conn, RC.PACKET_TOO_LARGE, e.message)
 }
 
 let assigned = 0
