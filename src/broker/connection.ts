@@ -152,7 +152,7 @@ export class Connection implements ConnectionSink {
     const f = this.#framer
     try {
       const lim = this.broker.config.limits
-      if (f === null) this.#framer = Framer.first(chunk, lim.maxPacketSize, this, lim.maxConnectPacketSize)
+      if (f === null) this.#framer = Framer.first(chunk, lim.maxPacketSize, this, lim)
       else {
         f.push(chunk, this)
         if (f.buffered === 0) this.#framer = null

@@ -137,6 +137,12 @@ export const ConfigSchema = v.strictObject({
     maxPacketSize: int(64, 268_435_460, 16 * 1024 * 1024),
     /** Largest CONNECT or AUTH packet (bytes): the packets before authentication completes. */
     maxConnectPacketSize: int(64, 268_435_460, 64 * 1024),
+    /** Largest packet other than PUBLISH, CONNECT and AUTH (SUBSCRIBE, UNSUBSCRIBE, DISCONNECT, acks), in bytes. */
+    maxControlPacketSize: int(64, 268_435_460, 1024 * 1024),
+    /** User properties in one packet; more: v5 0x97 (CONNECT: CONNACK, else DISCONNECT), v3 close. */
+    maxUserProperties: int(1, 10_000_000, 1024),
+    /** Topic filters in one SUBSCRIBE or UNSUBSCRIBE; more: v5 DISCONNECT 0x97, v3 close. */
+    maxTopicFiltersPerPacket: int(1, 10_000_000, 1024),
     maxTopicLength: int(1, 65535, 65535),
     maxTopicLevels: int(1, 65535, 128),
     /** Unacknowledged QoS 1/2 messages a client may send us at once (v5 Receive Maximum). */

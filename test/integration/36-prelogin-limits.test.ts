@@ -5,10 +5,17 @@
  * queued; failed-login delays are per address and username.
  */
 import { describe, expect, test } from 'bun:test'
-import { connectWithProps, userProps } from '../helpers/big-packets.ts'
+import { connectWithProps, publishWithProps, subscribeMany, subscribeWithProps, userProps } from '../helpers/big-packets.ts'
 import * as b from '../helpers/packet-builder.ts'
+import { passwdFile } from '../helpers/passwd-file.ts'
+import { pingWatch } from '../helpers/ping-watch.ts'
 import { RawClient } from '../helpers/raw-client.ts'
 import { startBroker } from '../helpers/start-broker.ts'
+
+/** The longest ping round trip (ms) allowed while a hostile packet is handled. The issue asks for
+ * ~10 ms (scripts/prelogin-probe.ts measures it in a separate process); in-process on a loaded
+ * 2-core CI machine this leaves room, and before the caps each case took 800 ms to 7 s. */
+const MAX_PING_MS = 150
 
 /** The fixed header of a CONNECT claiming `length` bytes, then the start of a v5 or v3.1.1 variable header. */
 const connectHeader = (length: number, level: 4 | 5) => Buffer.from([0x10, ...b.varint(length), ...b.str('MQTT'), level, 0x02, 0, 60])
@@ -34,7 +41,7 @@ describe('packets before authentication are small (limits.maxConnectPacketSize)'
   })
 
   test('the cap is 64 KiB by default and configurable', async () => {
-    const props = userProps(Math.ceil(70_000 / 5))
+    const props = userProps(70, 500)
     {
       await using broker = await startBroker()
       const c = await RawClient.connect(broker.port, { version: 5 })
@@ -50,5 +57,67 @@ describe('packets before authentication are small (limits.maxConnectPacketSize)'
       expect(ack.cmd === 'connack' ? ack.reasonCode : -1).toBe(0)
       await c.close()
     }
+  })
+})
+
+describe('no packet blocks the event loop (entry caps, native UTF-8 checks)', () => {
+  /** Sends `bad` from a logged-in (or not) client while a bystander pings; returns the answer and the longest ping. */
+  async function whilePinging(port: number, bad: Buffer, login: boolean, watcherLogin: b.ConnectOpts = {}) {
+    const { client: watcher } = await RawClient.open(port, { version: 5, clientId: 'pinger', ...watcherLogin })
+    const c = login ? (await RawClient.open(port, { version: 5, clientId: 'hostile' })).client : await RawClient.connect(port, { version: 5 })
+    const watch = pingWatch(watcher)
+    c.send(bad)
+    const answer = await c.next(20_000)
+    await c.closed(20_000)
+    const { maxMs, pings } = await watch.stop()
+    await watcher.close()
+    return { answer, maxMs, pings }
+  }
+  const reason = (p: { cmd: string; reasonCode?: number }) => `${p.cmd} 0x${(p.reasonCode ?? 0).toString(16)}`
+
+  test('a 16 MiB PUBLISH with 3.3 million user properties: DISCONNECT 0x97, pings stay fast', async () => {
+    await using broker = await startBroker()
+    const props = userProps(Math.floor((16 * 1024 * 1024 - 64) / 5))
+    const r = await whilePinging(broker.port, publishWithProps('t', props), true)
+    expect(r.maxMs).toBeLessThan(MAX_PING_MS)
+    expect(reason(r.answer as never)).toBe('disconnect 0x97')
+  }, 30_000)
+
+  test('a v5 CONNECT with 2.2 million user properties and wrong credentials: CONNACK 0x97, pings stay fast', async () => {
+    // the CONNECT cap raised so that the property cap is what refuses it
+    await using passwd = await passwdFile({ pinger: 'secret' })
+    await using broker = await startBroker({ VMQTT_LIMITS_MAX_CONNECT_PACKET_SIZE: '16777216', VMQTT_AUTH_PASSWORD_FILE: passwd.path, VMQTT_AUTH_FAIL_DELAY: '0' })
+    const r = await whilePinging(broker.port, connectWithProps(userProps(2_200_000), 'hostile', 'pinger', 'wrong'), false, { username: 'pinger', password: 'secret' })
+    expect(r.maxMs).toBeLessThan(MAX_PING_MS)
+    expect(reason(r.answer as never)).toBe('connack 0x97')
+  }, 30_000)
+
+  test('a 16 MiB SUBSCRIBE with 3 million user properties and one with 4 million filters: DISCONNECT 0x97, pings stay fast', async () => {
+    await using broker = await startBroker({ VMQTT_LIMITS_MAX_CONTROL_PACKET_SIZE: '16777216' })
+    const many = await whilePinging(broker.port, subscribeMany(1, 4_000_000, true), true)
+    expect(many.maxMs).toBeLessThan(MAX_PING_MS)
+    expect(reason(many.answer as never)).toBe('disconnect 0x97')
+    const props = await whilePinging(broker.port, subscribeWithProps(2, userProps(3_000_000)), true)
+    expect(props.maxMs).toBeLessThan(MAX_PING_MS)
+    expect(reason(props.answer as never)).toBe('disconnect 0x97')
+  }, 60_000)
+
+  test('packets other than PUBLISH over limits.maxControlPacketSize are refused from their length', async () => {
+    await using broker = await startBroker()
+    const r = await whilePinging(broker.port, subscribeMany(1, 300_000, true), true)
+    expect(reason(r.answer as never)).toBe('disconnect 0x95')
+  })
+
+  test('packets within the caps still work: 1,024 user properties and 1,024 filters', async () => {
+    await using broker = await startBroker()
+    const { client } = await RawClient.open(broker.port, { version: 5, clientId: 'fine' })
+    client.send(subscribeMany(1, 1024, true))
+    const ack = await client.nextOf('suback')
+    expect(ack.cmd === 'suback' ? ack.granted.length : 0).toBe(1024)
+    client.send(publishWithProps('f', userProps(1024, 3)))
+    const msg = await client.nextOf('publish')
+    const up = msg.cmd === 'publish' ? msg.properties?.userProperties : undefined
+    expect(up !== undefined && (up as Record<string, string[]>).nnn?.length).toBe(1024)
+    await client.close()
   })
 })
