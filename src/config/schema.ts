@@ -96,8 +96,14 @@ export const ConfigSchema = v.strictObject({
     scramFile: text(),
     /** First delay (ms) before answering a failed login; doubles with each further failure from the address. */
     failDelay: int(0, 60_000, 1000),
-    /** Longest delay (ms) for repeated failed logins from one address. */
+    /** Longest delay (ms) for repeated failed logins of one username from one address. */
     failDelayMax: int(0, 600_000, 30_000),
+    /** Longest delay (ms) that failures from an address put on every login from it (any username). */
+    failDelayAddressMax: int(0, 600_000, 2000),
+    /** Password verifications (argon2id) running at once; 0 = half the CPU cores (at least 1). */
+    maxConcurrentVerifications: int(0, 1024, 0),
+    /** Password checks that may wait for a verification slot; more are refused (v5 0x89, v3 3). */
+    maxQueuedVerifications: int(0, 100_000, 64),
   }), {}),
   acl: v.optional(v.strictObject({
     /** ACL rules file (ordered allow/deny rules, first match wins); re-read on change. Empty = everything allowed. */

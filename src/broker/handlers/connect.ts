@@ -94,18 +94,27 @@ export function handleConnect(conn: Connection, packet: Packet | null): void | P
   return complete(conn, p, assignedId, undefined)
 }
 
-/** The authentication chain; a refusal waits longer with each failure from the address. */
+/** The authentication chain; a refusal waits longer with each failure from the address and
+ * username. Checks from an address or username inside its failure delay wait for it first, so
+ * that guessers in parallel get no extra password verifications (security.loginTurn). */
 async function authenticate(conn: Connection, sec: Security, p: IConnectPacket, assignedId: boolean): Promise<void> {
   const address = conn.socket.remoteAddress
   const password = p.password === undefined ? undefined : Buffer.isBuffer(p.password) ? p.password : Buffer.from(p.password)
+  const turn = await sec.loginTurn(address, p.username, connectDeadline(conn))
+  if (conn.state === 'closed') { turn?.done(); return }
+  if (turn === null) return refuse(conn, RC.SERVER_BUSY, 'server busy', 'too many logins waiting from this address')
   let r: AuthResult
   try {
     r = await sec.authenticate({ clientId: p.clientId, username: p.username, password, address, listener: conn.listener, cert: conn.socket.peerCertificate?.() })
   } catch (e) {
     conn.broker.log.error('authentication error', { clientId: p.clientId, error: String((e as Error)?.stack ?? e) })
     r = { decision: 'deny', reason: RC.UNSPECIFIED_ERROR, detail: `authenticator failed: ${(e as Error).message}` }
+  } finally {
+    turn.done()
   }
-  if (conn.state === 'closed') return
+  if ((conn.state as string) === 'closed') return
+  // no slot for a password check (auth.maxQueuedVerifications): busy, not a failed login
+  if (r.decision === 'deny' && r.reason === RC.SERVER_BUSY) return refuse(conn, RC.SERVER_BUSY, 'server busy', r.detail)
   if (r.decision === 'allow') {
     // an address with recent failures waits on success too: the delay must not give the answer away
     const delay = loginDelay(conn, p.username, false)
@@ -160,8 +169,13 @@ export async function refuseLogin(conn: Connection, code: number, reason: string
 export function loginDelay(conn: Connection, username: string | undefined, failed: boolean): number {
   const sec = conn.broker.security
   if (sec === null) return 0
-  const left = conn.broker.config.mqtt.connectTimeout * 1000 - (Date.now() - conn.openedAt) - 250
+  const left = connectDeadline(conn) - Date.now()
   return Math.max(0, Math.min(sec.loginDelay(conn.socket.remoteAddress, username, failed), left))
+}
+
+/** When the answer to a CONNECT must have gone out, before the connect timeout closes it (ms since the epoch). */
+function connectDeadline(conn: Connection): number {
+  return conn.openedAt + conn.broker.config.mqtt.connectTimeout * 1000 - 250
 }
 
 /** Called by the AUTH flow when enhanced authentication of a CONNECT succeeded. */
