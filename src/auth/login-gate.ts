@@ -5,8 +5,11 @@ const USER_MEMORY_MS = 10 * 60_000
 /** The address part is forgotten sooner: it also delays everyone else behind the same NAT. */
 const ADDRESS_MEMORY_MS = 60_000
 const MAX_TRACKED = 100_000
-/** Logins from an address with recent failures that may wait for their turn; more are refused as busy. */
-const MAX_WAITING_PER_ADDRESS = 8
+/** Checks running at once for one address: without recent failures, and with. */
+const MAX_CHECKS_PER_ADDRESS = 2
+const MAX_CHECKS_AFTER_FAILURE = 1
+/** Logins from one address that may wait for their turn; more are refused as busy at once. */
+const MAX_WAITING_PER_ADDRESS = 16
 
 /** The failed-login key of an address: IPv4 as is, IPv6 by its /64 (one host's usual share). */
 export function addressKey(address: string): string {
@@ -28,8 +31,9 @@ interface Failures {
 }
 
 interface AddressState extends Failures {
-  /** A check from this address is running (only tracked while it has failures). */
-  busy: boolean
+  key: string
+  /** Checks from this address running now. */
+  running: number
   waiting: (() => void)[]
 }
 
@@ -72,28 +76,19 @@ export class LoginGate {
    */
   async turn(address: string, username: string | undefined, deadline: number): Promise<LoginTurn | null> {
     const akey = addressKey(address)
-    const ukey = `${akey} ${username ?? ''}`
-    const a = this.#fresh(this.#addresses, akey, ADDRESS_MEMORY_MS)
-    const u = this.#fresh(this.#users, ukey, USER_MEMORY_MS)
-    if (a === undefined) {
-      // no recent failure from the address: nothing to wait for
-      const wait = u === undefined ? 0 : u.until - Date.now()
-      if (wait > 0) {
-        if (Date.now() + wait > deadline) return null
-        await Bun.sleep(wait)
-      }
-      return NO_TURN
-    }
-    if (a.busy) {
+    const a = this.#fresh(this.#addresses, akey, ADDRESS_MEMORY_MS) ??
+      this.#add(this.#addresses, akey, { key: akey, count: 0, at: 0, until: 0, running: 0, waiting: [] })
+    if (a.running >= this.#limit(a)) {
       if (a.waiting.length >= MAX_WAITING_PER_ADDRESS) return null
-      // handed over by #next with busy still set
+      // the slot is handed over by #release (running stays counted)
       await new Promise<void>((resolve) => a.waiting.push(resolve))
-    } else a.busy = true
+    } else a.running++
+    const u = this.#fresh(this.#users, `${akey} ${username ?? ''}`, USER_MEMORY_MS)
     const wait = Math.max(a.until, u?.until ?? 0) - Date.now()
-    if (wait > 0 && Date.now() + wait > deadline) { this.#next(a); return null }
+    if (wait > 0 && Date.now() + wait > deadline) { this.#release(a); return null }
     if (wait > 0) await Bun.sleep(wait)
     let released = false
-    return { done: () => { if (!released) { released = true; this.#next(a) } } }
+    return { done: () => { if (!released) { released = true; this.#release(a) } } }
   }
 
   /**
@@ -111,7 +106,7 @@ export class LoginGate {
       // as long as a failure would take, so that a guesser learns nothing from waiting
       return a === undefined && u === undefined ? 0 : this.#delay((u?.count ?? 0) + 1, (a?.count ?? 0) + 1)
     }
-    a ??= this.#add(this.#addresses, akey, { count: 0, at: now, until: 0, busy: false, waiting: [] })
+    a ??= this.#add(this.#addresses, akey, { key: akey, count: 0, at: now, until: 0, running: 0, waiting: [] })
     u ??= this.#add(this.#users, ukey, { count: 0, at: now, until: 0 })
     a.count++
     u.count++
@@ -125,7 +120,7 @@ export class LoginGate {
   /** Forgets old failures (also called from the broker's periodic sweep). */
   prune(now = Date.now()): void {
     for (const [k, f] of this.#users) if (now - f.at >= USER_MEMORY_MS) this.#users.delete(k)
-    for (const [k, f] of this.#addresses) if (now - f.at >= ADDRESS_MEMORY_MS && !f.busy) this.#addresses.delete(k)
+    for (const [k, f] of this.#addresses) if (now - f.at >= ADDRESS_MEMORY_MS && f.running === 0) this.#addresses.delete(k)
   }
 
   /** The answer delay after `users` failures of the address and username and `addresses` of the address. */
@@ -143,19 +138,27 @@ export class LoginGate {
     return Math.min(max, this.#o.failDelay * 2 ** Math.min(Math.max(count - 1, 0), 30))
   }
 
-  /** The address's check is over: the next waiting one starts (busy stays set), else none runs. */
-  #next(a: AddressState): void {
-    const next = a.waiting.shift()
-    if (next !== undefined) next()
-    else a.busy = false
+  #limit(a: AddressState): number {
+    return a.count > 0 ? MAX_CHECKS_AFTER_FAILURE : MAX_CHECKS_PER_ADDRESS
+  }
+
+  /** A check of the address is over: the next waiting one takes its slot if the limit allows. */
+  #release(a: AddressState): void {
+    if (a.waiting.length > 0 && a.running <= this.#limit(a)) {
+      a.waiting.shift()!()
+      return
+    }
+    a.running--
+    // an address without failures is tracked only while it has checks running
+    if (a.running === 0 && a.count === 0 && this.#addresses.get(a.key) === a) this.#addresses.delete(a.key)
   }
 
   /** The entry for key unless its failures are older than `memory` (then it is dropped). */
   #fresh<T extends Failures>(map: Map<string, T>, key: string, memory: number): T | undefined {
     const f = map.get(key)
     if (f === undefined || Date.now() - f.at < memory) return f
-    // an address entry with a check running stays until the check is over
-    if ('busy' in f && f.busy === true) return f
+    // an address entry with checks running stays until they are over
+    if ('running' in f && (f.running as number) > 0) return f
     map.delete(key)
     return undefined
   }
@@ -168,5 +171,3 @@ export class LoginGate {
     return f
   }
 }
-
-const NO_TURN: LoginTurn = { done() {} }

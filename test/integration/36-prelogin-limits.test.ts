@@ -6,6 +6,7 @@
  */
 import { describe, expect, test } from 'bun:test'
 import { connectWithProps, publishWithProps, subscribeMany, subscribeWithProps, userProps } from '../helpers/big-packets.ts'
+import { guessers, spyVerify, timedLogin } from '../helpers/guessers.ts'
 import * as b from '../helpers/packet-builder.ts'
 import { passwdFile } from '../helpers/passwd-file.ts'
 import { pingWatch } from '../helpers/ping-watch.ts'
@@ -120,4 +121,70 @@ describe('no packet blocks the event loop (entry caps, native UTF-8 checks)', ()
     expect(up !== undefined && (up as Record<string, string[]>).nnn?.length).toBe(1024)
     await client.close()
   })
+})
+
+describe('password guessing: checks are capped and delayed before hashing', () => {
+  test('16 parallel guessers from one address: at most 2 verifications at once and few in all; a real login from another address is served', async () => {
+    await using passwd = await passwdFile({ alice: 'wonderland' }, 'real')
+    // a short connect timeout: guesses that would wait past it are refused as busy at once
+    await using broker = await startBroker({ VMQTT_AUTH_PASSWORD_FILE: passwd.path, VMQTT_AUTH_MAX_CONCURRENT_VERIFICATIONS: '4', VMQTT_MQTT_CONNECT_TIMEOUT: '3' })
+    const spy = spyVerify()
+    try {
+      const stopAt = performance.now() + 3000
+      const guessing = guessers(broker.port, 16, () => 'alice', stopAt)
+      const real = await timedLogin(broker.port, { version: 5, username: 'alice', password: 'wonderland' }, '127.0.0.2')
+      const answered = await guessing
+      expect(real.code).toBe(0)
+      // two guessers at most (then one, once they failed), plus the real login
+      expect({ maxRunning: spy.stats.maxRunning <= 3, fewCalls: spy.stats.calls <= 8 }).toEqual({ maxRunning: true, fewCalls: true })
+      expect(answered).toBeGreaterThan(0)
+    } finally {
+      spy.restore()
+    }
+  }, 20_000)
+
+  test('a full verification queue is refused as busy at once (v5 0x89, v3 3), without a hash', async () => {
+    await using passwd = await passwdFile({ alice: 'wonderland' }, 'real')
+    await using broker = await startBroker({ VMQTT_AUTH_PASSWORD_FILE: passwd.path, VMQTT_AUTH_MAX_CONCURRENT_VERIFICATIONS: '1', VMQTT_AUTH_MAX_QUEUED_VERIFICATIONS: '0', VMQTT_AUTH_FAIL_DELAY: '0' })
+    // two logins from two addresses at once: one verifies, the other finds no slot
+    const [x, y] = await Promise.all([
+      timedLogin(broker.port, { version: 5, username: 'alice', password: 'wonderland' }, '127.0.0.1'),
+      timedLogin(broker.port, { version: 4, username: 'alice', password: 'wonderland' }, '127.0.0.2'),
+    ])
+    expect([x.code, y.code].sort()).toEqual(x.code === 0 ? [0, 3] : [0, 0x89])
+  }, 20_000)
+})
+
+describe('failed-login delays per address and username', () => {
+  const env = (passwd: string) => ({ VMQTT_AUTH_PASSWORD_FILE: passwd, VMQTT_AUTH_FAIL_DELAY: '200', VMQTT_AUTH_FAIL_DELAY_MAX: '6400', VMQTT_AUTH_FAIL_DELAY_ADDRESS_MAX: '400' })
+
+  test('after alice failed 4 times from an address, bob and an anonymous probe from there wait little; alice waits longer', async () => {
+    await using passwd = await passwdFile({ alice: 'wonderland', bob: 'builder' })
+    await using broker = await startBroker({ ...env(passwd.path), VMQTT_AUTH_ANONYMOUS: 'true' })
+    for (let i = 0; i < 4; i++) expect((await timedLogin(broker.port, { version: 5, username: 'alice', password: 'nope' })).code).toBe(0x86)
+    const bob = await timedLogin(broker.port, { version: 5, username: 'bob', password: 'builder' })
+    const probe = await timedLogin(broker.port, { version: 4 })
+    const alice = await timedLogin(broker.port, { version: 5, username: 'alice', password: 'nope' })
+    expect([bob.code, probe.code, alice.code]).toEqual([0, 0, 0x86])
+    // the address part: at most 400 ms (before: 3.2 s, alice's delay, for everyone)
+    expect(bob.ms).toBeLessThan(1000)
+    expect(probe.ms).toBeLessThan(1000)
+    expect(alice.ms).toBeGreaterThanOrEqual(0.8 * 3200)
+  }, 20_000)
+
+  test('no timing oracle: an unknown user and a wrong password take the same time', async () => {
+    await using passwd = await passwdFile({ alice: 'wonderland' })
+    await using broker = await startBroker(env(passwd.path))
+    const unknown: number[] = []
+    const wrong: number[] = []
+    for (let i = 0; i < 3; i++) {
+      const u = await timedLogin(broker.port, { version: 5, username: 'mallory', password: 'x' }, '127.0.0.3')
+      const w = await timedLogin(broker.port, { version: 5, username: 'alice', password: 'x' }, '127.0.0.4')
+      expect([u.code, w.code]).toEqual([0x86, 0x86])
+      unknown.push(u.ms)
+      wrong.push(w.ms)
+    }
+    // 200, 400, 400 ms each way (the address part caps the third)
+    for (let i = 0; i < 3; i++) expect(Math.abs(unknown[i]! - wrong[i]!)).toBeLessThan(150)
+  }, 20_000)
 })
