@@ -47,7 +47,11 @@ export interface LoginGateOptions {
 }
 
 /** A turn to check credentials; call done() when the check is over. */
-export interface LoginTurn { done(): void }
+export interface LoginTurn {
+  /** The address had recent failures when the turn began (its check may wait behind others). */
+  readonly suspect: boolean
+  done(): void
+}
 
 /**
  * Failed-login delays and the order of checks, per address and username. A failure delays the
@@ -88,7 +92,7 @@ export class LoginGate {
     if (wait > 0 && Date.now() + wait > deadline) { this.#release(a); return null }
     if (wait > 0) await Bun.sleep(wait)
     let released = false
-    return { done: () => { if (!released) { released = true; this.#release(a) } } }
+    return { suspect: a.count > 0, done: () => { if (!released) { released = true; this.#release(a) } } }
   }
 
   /**

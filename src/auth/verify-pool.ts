@@ -14,6 +14,8 @@ export class VerifyPool {
   readonly maxQueued: number
   #running = 0
   readonly #queue: (() => void)[] = []
+  /** Checks from addresses with recent failures: served after every other waiting check. */
+  readonly #later: (() => void)[] = []
 
   /** max 0: half the machine's cores, at least 1. */
   constructor(max: number, maxQueued: number) {
@@ -26,19 +28,20 @@ export class VerifyPool {
   }
 
   get queued(): number {
-    return this.#queue.length
+    return this.#queue.length + this.#later.length
   }
 
-  async run<T>(fn: () => Promise<T>): Promise<T | typeof BUSY> {
+  /** Runs fn in a slot; `later`: after every waiting check that is not `later` (a suspect address). */
+  async run<T>(fn: () => Promise<T>, later = false): Promise<T | typeof BUSY> {
     if (this.#running >= this.max) {
-      if (this.#queue.length >= this.maxQueued) return BUSY
+      if (this.queued >= this.maxQueued) return BUSY
       // the slot is handed over by the check that ends (running stays counted)
-      await new Promise<void>((resolve) => this.#queue.push(resolve))
+      await new Promise<void>((resolve) => (later ? this.#later : this.#queue).push(resolve))
     } else this.#running++
     try {
       return await fn()
     } finally {
-      const next = this.#queue.shift()
+      const next = this.#queue.shift() ?? this.#later.shift()
       if (next !== undefined) next()
       else this.#running--
     }

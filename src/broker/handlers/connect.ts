@@ -105,7 +105,7 @@ async function authenticate(conn: Connection, sec: Security, p: IConnectPacket, 
   if (turn === null) return refuse(conn, RC.SERVER_BUSY, 'server busy', 'too many logins waiting from this address')
   let r: AuthResult
   try {
-    r = await sec.authenticate({ clientId: p.clientId, username: p.username, password, address, listener: conn.listener, cert: conn.socket.peerCertificate?.() })
+    r = await sec.authenticate({ clientId: p.clientId, username: p.username, password, address, listener: conn.listener, cert: conn.socket.peerCertificate?.(), suspect: turn.suspect })
   } catch (e) {
     conn.broker.log.error('authentication error', { clientId: p.clientId, error: String((e as Error)?.stack ?? e) })
     r = { decision: 'deny', reason: RC.UNSPECIFIED_ERROR, detail: `authenticator failed: ${(e as Error).message}` }
