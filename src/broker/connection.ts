@@ -152,8 +152,12 @@ export class Connection implements ConnectionSink {
     const f = this.#framer
     try {
       const lim = this.broker.config.limits
-      if (f === null) this.#framer = Framer.first(chunk, lim.maxPacketSize, this, lim)
+      // before the CONNACK no packet may be larger than what may be held meanwhile: refused as
+      // soon as its length is read, instead of buffering megabytes for an unauthenticated client
+      const max = this.state === 'connected' ? lim.maxPacketSize : Math.min(lim.maxPacketSize, Math.max(HELD_MAX_BYTES, lim.maxConnectPacketSize))
+      if (f === null) this.#framer = Framer.first(chunk, max, this, lim)
       else {
+        f.maxPacketSize = max
         f.push(chunk, this)
         if (f.buffered === 0) this.#framer = null
       }

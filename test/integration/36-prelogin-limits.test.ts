@@ -41,6 +41,19 @@ describe('packets before authentication are small (limits.maxConnectPacketSize)'
     await c.expectNothing(0, { allowClose: true })
   })
 
+  test('a PUBLISH pipelined after a CONNECT that is being checked may not claim more than 1 MiB', async () => {
+    await using passwd = await passwdFile({ alice: 'wonderland' }, 'real')
+    await using broker = await startBroker({ VMQTT_AUTH_PASSWORD_FILE: passwd.path })
+    const c = await RawClient.connect(broker.port, { version: 5 })
+    c.send(b.connect({ version: 5, clientId: 'pipelined', username: 'alice', password: 'wonderland' }))
+    c.send(Buffer.from([0x30, ...b.varint(16_000_000), ...b.str('t')]))
+    c.send(Buffer.alloc(256 * 1024))
+    // closed as soon as the length is read, before the password check ends: CONNACK 0x95 at most
+    await c.closed()
+    const answer = await c.next().then((p) => `${p.cmd} 0x${((p as { reasonCode?: number }).reasonCode ?? 0).toString(16)}`, () => 'none')
+    expect(['none', 'connack 0x95']).toContain(answer)
+  })
+
   test('the cap is 64 KiB by default and configurable', async () => {
     const props = userProps(70, 500)
     {
