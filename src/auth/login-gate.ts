@@ -62,8 +62,10 @@ export interface LoginTurn {
  * failure for an unknown user takes as long as a wrong password.
  *
  * Before any hashing, turn() applies the same limits: a key or address inside its failure
- * delay waits for it, and an address with recent failures runs one check at a time, the
- * others waiting (at most MAX_WAITING_PER_ADDRESS; beyond, or past the deadline: busy).
+ * delay waits for it, and an address runs at most two checks at a time (one once it has recent
+ * failures), the others waiting in order (at most MAX_WAITING_PER_ADDRESS; beyond that, or when
+ * the wait would pass the deadline: busy). Guessers in parallel from one address thus get no
+ * more password verifications than one guesser.
  */
 export class LoginGate {
   readonly #users = new Map<string, Failures>()

@@ -94,13 +94,16 @@ export function handleConnect(conn: Connection, packet: Packet | null): void | P
   return complete(conn, p, assignedId, undefined)
 }
 
+const NO_TURN = { suspect: false, done() {} }
+
 /** The authentication chain; a refusal waits longer with each failure from the address and
  * username. Checks from an address or username inside its failure delay wait for it first, so
  * that guessers in parallel get no extra password verifications (security.loginTurn). */
 async function authenticate(conn: Connection, sec: Security, p: IConnectPacket, assignedId: boolean): Promise<void> {
   const address = conn.socket.remoteAddress
   const password = p.password === undefined ? undefined : Buffer.isBuffer(p.password) ? p.password : Buffer.from(p.password)
-  const turn = await sec.loginTurn(address, p.username, connectDeadline(conn))
+  // only a password (or token) costs a check worth queueing; the others are answered at once
+  const turn = password === undefined ? NO_TURN : await sec.loginTurn(address, p.username, connectDeadline(conn))
   if (conn.state === 'closed') { turn?.done(); return }
   if (turn === null) return refuse(conn, RC.SERVER_BUSY, 'server busy', 'too many logins waiting from this address')
   let r: AuthResult
