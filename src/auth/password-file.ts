@@ -20,10 +20,12 @@ import { decodeScramCredentials, encodeScramCredentials, scramCredentials, type 
 import { closeSync, existsSync, fchmodSync, fsyncSync, openSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import type { AuthRequest, AuthResult, Authenticator } from './types.ts'
+import { BUSY, type VerifyPool } from './verify-pool.ts'
 import { readText, WatchedFile, type WatchedFileOptions } from './watched-file.ts'
 
 /** CONNACK reason: Bad User Name or Password. */
 const BAD_USER_OR_PASSWORD = 0x86
+const SERVER_BUSY = 0x89
 
 /** Verified against when the file has no users (argon2id, Bun's default cost; random password). */
 const FALLBACK_DUMMY_HASH = '$argon2id$v=19$m=65536,t=2,p=1$dzOV3zkmXNrX+Gk44vD3KMR7O3X3nLvR4BCxkMY3t/g$IA8ZhWKvHOF8Ls4Cgqa/P2hZp1s/6pgsmDL9JeT1Bi0'
@@ -80,6 +82,8 @@ export function loadPasswordFile(path: string): Map<string, string> {
 export interface PasswordFileOptions extends WatchedFileOptions {
   /** Called after a re-read (change or reload()) replaced the users; `removed`: users no longer in the file. */
   onReload?: (users: number, removed: string[]) => void
+  /** Caps concurrent verifications (shared by the broker); without it, no cap. */
+  pool?: VerifyPool
 }
 
 export class PasswordFileAuthenticator implements Authenticator {
@@ -88,10 +92,12 @@ export class PasswordFileAuthenticator implements Authenticator {
   #file: WatchedFile<Map<string, string>>
   /** The users of the previous read, to tell which ones a re-read removed. */
   #users = new Map<string, string>()
+  #pool: VerifyPool | undefined
 
   /** Loads the file (throws naming the file and line when it is invalid) and starts watching. */
   constructor(path: string, options: PasswordFileOptions = {}) {
     this.path = path
+    this.#pool = options.pool
     this.#file = new WatchedFile(path, 'users', parsePasswordFile, (users) => {
       const removed = [...this.#users.keys()].filter((u) => !users.has(u))
       this.#users = users
@@ -119,12 +125,12 @@ export class PasswordFileAuthenticator implements Authenticator {
         ? { decision: 'defer', detail: 'unknown user' }
         : { decision: 'deny', reason: BAD_USER_OR_PASSWORD, detail: 'no password' }
     }
-    if (hash === undefined) {
-      // same cost as a known user, result ignored: timing does not reveal which users exist
-      await this.#verify(password, this.#dummyHash())
-      return { decision: 'defer', detail: 'unknown user' }
-    }
-    if (await this.#verify(password, hash)) return { decision: 'allow', username: user, detail: 'password verified' }
+    // an unknown user costs the same as a known one, result ignored: timing does not reveal
+    // which users exist (and both wait for a slot in the pool alike)
+    const ok = await this.#verify(password, hash ?? this.#dummyHash(), req.suspect === true)
+    if (ok === BUSY) return { decision: 'deny', reason: SERVER_BUSY, detail: 'too many password checks waiting' }
+    if (hash === undefined) return { decision: 'defer', detail: 'unknown user' }
+    if (ok) return { decision: 'allow', username: user, detail: 'password verified' }
     return { decision: 'deny', reason: BAD_USER_OR_PASSWORD, detail: 'wrong password' }
   }
 
@@ -138,12 +144,16 @@ export class PasswordFileAuthenticator implements Authenticator {
     this.#file.close()
   }
 
-  async #verify(password: Buffer, hash: string): Promise<boolean> {
-    try {
-      return await Bun.password.verify(password, hash)
-    } catch {
-      return false
+  /** Bun.password.verify runs on Bun's thread pool, off the event loop. */
+  async #verify(password: Buffer, hash: string, later: boolean): Promise<boolean | typeof BUSY> {
+    const check = async () => {
+      try {
+        return await Bun.password.verify(password, hash)
+      } catch {
+        return false
+      }
     }
+    return this.#pool === undefined ? check() : this.#pool.run(check, later)
   }
 
   #dummyHash(): string {

@@ -1,34 +1,20 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { isIP } from 'node:net'
 import type { Config } from '../config/schema.ts'
 import type { Logger } from '../log.ts'
 import { AclFile, authorizeClientAcl } from './acl.ts'
 import { AuditLog } from './audit.ts'
 import { certIdentity } from './cert-identity.ts'
 import { JwtAuth } from './jwt.ts'
+import { LoginGate, type LoginTurn } from './login-gate.ts'
 import { parseScramFile, PasswordFileAuthenticator } from './password-file.ts'
 import { SCRAM_SHA_256, ScramSha256Auth, type ScramCredentials } from './scram.ts'
 import type { AclAction, AuthRequest, AuthResult, Authenticator, ClientAcl } from './types.ts'
+import { VerifyPool } from './verify-pool.ts'
 
 const BAD_CREDENTIALS = 0x86
 const NOT_AUTHORIZED = 0x87
-/** Failed-login counters of an address are forgotten after this long without a failure. */
-const FAILURE_MEMORY_MS = 10 * 60_000
-const MAX_TRACKED_ADDRESSES = 100_000
-/** Failures for several usernames: a success clears nothing. */
-const MIXED = '\u0000mixed'
-
-/** The failed-login key of an address: IPv4 as is, IPv6 by its /64 (one host's usual share). */
-export function addressKey(address: string): string {
-  const a = address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address
-  if (isIP(a) !== 6) return a
-  const [head = '', tail = ''] = a.split('::')
-  const left = head === '' ? [] : head.split(':')
-  const right = tail === '' ? [] : tail.split(':')
-  const groups = a.includes('::') ? [...left, ...Array(8 - left.length - right.length).fill('0'), ...right] : left
-  return `${groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`
-}
+export { addressKey } from './login-gate.ts'
 
 /** Who is asking, for ACL checks (a connection satisfies it). */
 export interface Principal {
@@ -51,18 +37,19 @@ export class Security {
   readonly scram: ScramSha256Auth | null
   #scramFile: string
   #scramUsers = new Map<string, ScramCredentials>()
-  #failures = new Map<string, { count: number; at: number; user: string }>()
+  /** Failed-login delays and the order of checks per address and username. */
+  readonly #gate: LoginGate
+  /** The cap on concurrent password verifications. */
+  readonly pool: VerifyPool
   /** Called after the ACL rules changed (file change, SIGHUP, admin API). */
   onAclReload: (() => void) | null = null
   /** Called with the users a re-read of the password file removed (file change, SIGHUP, admin API). */
   onUsersRemoved: ((users: string[]) => void) | null = null
   /** Counts ACL rule changes: decisions cached under an older value are made again. */
   aclEpoch = 0
-  #failDelay: number
-  #failDelayMax: number
   #log: Logger
 
-  private constructor(config: Readonly<Config>, log: Logger, authenticators: Authenticator[], acl: AclFile | null, audit: AuditLog) {
+  private constructor(config: Readonly<Config>, log: Logger, authenticators: Authenticator[], acl: AclFile | null, audit: AuditLog, pool: VerifyPool) {
     this.#log = log
     this.authenticators = authenticators
     this.acl = acl
@@ -79,8 +66,9 @@ export class Security {
     const anyAuth = authenticators.length > 0 || this.scram !== null
     const a = config.auth.anonymous
     this.anonymous = a === 'auto' ? !anyAuth : a
-    this.#failDelay = config.auth.failDelay
-    this.#failDelayMax = config.auth.failDelayMax
+    const { failDelay, failDelayMax, failDelayAddressMax } = config.auth
+    this.#gate = new LoginGate({ failDelay, failDelayMax, failDelayAddressMax })
+    this.pool = pool
   }
 
   /** Builds everything the config names; throws an Error naming the file that is wrong. */
@@ -92,6 +80,7 @@ export class Security {
     let self: Security | null = null
     const onAcl = () => { onReload(config.acl.file)(); if (self !== null) self.aclEpoch++; self?.onAclReload?.() }
     const chain: Authenticator[] = []
+    const pool = new VerifyPool(a.maxConcurrentVerifications, a.maxQueuedVerifications)
     let acl: AclFile | null = null
     try {
       return await build()
@@ -103,7 +92,7 @@ export class Security {
     async function build(): Promise<Security> {
       if (config.tls.identity !== 'off') chain.push(certIdentity(config.tls.identity))
       const onUsers = (_: number, removed: string[]) => { onReload(a.passwordFile)(); if (removed.length > 0) self?.onUsersRemoved?.(removed) }
-      if (a.passwordFile !== '') chain.push(new PasswordFileAuthenticator(a.passwordFile, { onError, onReload: onUsers }))
+      if (a.passwordFile !== '') chain.push(new PasswordFileAuthenticator(a.passwordFile, { onError, onReload: onUsers, pool }))
       if (a.jwtSecret !== '' || a.jwtPublicKey !== '' || a.jwtJwks !== '') {
         chain.push(await JwtAuth.create({
           ...(a.jwtSecret !== '' ? { secret: a.jwtSecret } : {}),
@@ -115,7 +104,7 @@ export class Security {
         }))
       }
       acl = config.acl.file !== '' ? new AclFile(config.acl.file, { onError, onReload: onAcl }) : null
-      self = new Security(config, log, chain, acl, audit)
+      self = new Security(config, log, chain, acl, audit, pool)
       if (acl !== null && chain.length === 0) {
         log.warn('ACL rules apply to usernames no authenticator has verified: any client can claim any username; configure a password file, JWT, SCRAM or certificate identity', { acl: config.acl.file })
       }
@@ -146,44 +135,24 @@ export class Security {
     return { decision: 'deny', reason: BAD_CREDENTIALS, detail: 'unknown user or credentials' }
   }
 
+  /** Waits until a login from `address` for `username` may be checked (see LoginGate.turn);
+   * null: refuse it as busy (deadline in ms since the epoch). */
+  loginTurn(address: string, username: string | undefined, deadline: number): Promise<LoginTurn | null> {
+    return this.#gate.turn(address, username, deadline)
+  }
+
   /**
-   * The delay (ms) before answering a login from `address`, recording a failure when `failed`.
-   * Failures double it; a success from an address with recent failures waits as long as a
-   * failure would (so the delay tells a guesser nothing) and clears the record only when all
-   * its failures were for the same username (a user who mistyped, not an attacker resetting
-   * the count with an account of their own). IPv6 addresses count per /64.
+   * The delay (ms) before answering a login, recording a failure when `failed` (see LoginGate):
+   * growing per address and username, a small part per address; a success waits as long as a
+   * failure would. IPv6 addresses count per /64.
    */
   loginDelay(address: string, username: string | undefined, failed: boolean): number {
-    const now = Date.now()
-    const key = addressKey(address)
-    let f = this.#failures.get(key)
-    if (f !== undefined && now - f.at >= FAILURE_MEMORY_MS) { this.#failures.delete(key); f = undefined }
-    if (!failed) {
-      if (f === undefined) return 0
-      if (f.user === (username ?? '')) this.#failures.delete(key)
-      return this.#delay(f.count + 1)
-    }
-    if (f === undefined) {
-      if (this.#failures.size >= MAX_TRACKED_ADDRESSES) this.prune(now)
-      // still full: forget the oldest address (a Map iterates in insertion order)
-      if (this.#failures.size >= MAX_TRACKED_ADDRESSES) this.#failures.delete(this.#failures.keys().next().value!)
-      f = { count: 0, at: now, user: username ?? '' }
-      this.#failures.set(key, f)
-    }
-    f.count++
-    f.at = now
-    if (f.user !== (username ?? '')) f.user = MIXED
-    return this.#delay(f.count)
+    return this.#gate.delay(address, username, failed)
   }
 
-  #delay(count: number): number {
-    if (this.#failDelay === 0) return 0
-    return Math.min(this.#failDelayMax, this.#failDelay * 2 ** Math.min(count - 1, 30))
-  }
-
-  /** Forgets old failure counters (also called from the broker's periodic sweep). */
+  /** Forgets old failure counters (called from the broker's periodic sweep). */
   prune(now = Date.now()): void {
-    for (const [addr, f] of this.#failures) if (now - f.at >= FAILURE_MEMORY_MS) this.#failures.delete(addr)
+    this.#gate.prune(now)
   }
 
   /** Whether ACL checks apply to this client at all (a token's lists, or a rules file). */

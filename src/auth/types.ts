@@ -26,6 +26,8 @@ export interface AuthRequest {
   /** Listener name: mqtt, mqtts, ws, wss, quic. */
   listener: string
   cert: PeerCertificate | undefined
+  /** The address has recent failed logins: its password check waits behind the others'. */
+  suspect?: boolean
 }
 
 /** Topic filter lists a token (JWT claims) may carry for its own connection. */

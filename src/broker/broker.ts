@@ -18,6 +18,7 @@ import { listenTcp } from '../transport/tcp.ts'
 import { listenQuic } from '../transport/quic.ts'
 import { listenTls } from '../transport/tls.ts'
 import { listenWs } from '../transport/websocket.ts'
+import { Linger } from '../transport/linger.ts'
 import type { ConnectionSink, Listener, MqttSocket } from '../transport/types.ts'
 import type { EnhancedAuth } from './auth-hooks.ts'
 import { GroupCommit, type CommitResult } from './commit.ts'
@@ -85,6 +86,8 @@ export class Broker {
   readonly sysRetained = new TopicTree<Message>()
   readonly listeners: Listener[] = []
   readonly startedAt = Date.now()
+  /** Sockets of closed connections that still read, so their last packet arrives (bounded). */
+  readonly linger = new Linger()
   #timers: ReturnType<typeof setInterval>[] = []
   /** Connections with output queued in this turn; flushed together in one microtask. */
   #dirty: Connection[] = []
@@ -398,6 +401,7 @@ export class Broker {
     for (const l of this.listeners) l.stop(false)
     for (const conn of this.allConnections()) conn.disconnect(RC.SERVER_SHUTTING_DOWN, 'server shutting down')
     for (const l of this.listeners) l.stop(true)
+    this.linger.stop()
     this.commits.flush()
     this.security?.close()
     await this.store.close()

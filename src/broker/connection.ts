@@ -8,7 +8,7 @@ import type { Will } from '../session/types.ts'
 import type { ConnectionSink, MqttSocket } from '../transport/types.ts'
 import type { Broker } from './broker.ts'
 import { dispatch } from './dispatch.ts'
-import { forgetExpiry } from './handlers/connect.ts'
+import { forgetExpiry, refuseLargeConnect } from './handlers/connect.ts'
 import { slowConsumer, type AddressEntry } from './limits.ts'
 
 export type ConnState = 'new' | 'authenticating' | 'connected' | 'closed'
@@ -149,15 +149,22 @@ export class Connection implements ConnectionSink {
     if (this.state === 'closed') return
     this.lastRx = Date.now()
     this.broker.stats.bytesIn += chunk.length
+    const f = this.#framer
     try {
-      const f = this.#framer
-      if (f === null) this.#framer = Framer.first(chunk, this.broker.config.limits.maxPacketSize, this)
+      const lim = this.broker.config.limits
+      // before the CONNACK no packet may be larger than what may be held meanwhile: refused as
+      // soon as its length is read, instead of buffering megabytes for an unauthenticated client
+      const max = this.state === 'connected' ? lim.maxPacketSize : Math.min(lim.maxPacketSize, Math.max(HELD_MAX_BYTES, lim.maxConnectPacketSize))
+      if (f === null) this.#framer = Framer.first(chunk, max, this, lim)
       else {
+        f.maxPacketSize = max
         f.push(chunk, this)
         if (f.buffered === 0) this.#framer = null
       }
     } catch (e) {
-      this.fail(e)
+      // a CONNECT over limits.maxConnectPacketSize: v5 clients get CONNACK 0x95
+      if (this.state === 'new' && f === null) refuseLargeConnect(this, chunk, e)
+      else this.fail(e)
     }
     this.broker.touch()
     this.flush()
@@ -336,7 +343,8 @@ export class Connection implements ConnectionSink {
     this.end()
   }
 
-  /** Flushes what is queued and closes the socket; the session layer sees close(). */
+  /** Flushes what is queued and closes the connection; the session layer sees close() at once,
+   * the socket is closed after lingering (transport/linger.ts). */
   end(): void {
     if (this.state === 'closed') return
     // the last output may depend on uncommitted writes: commit them before it goes
@@ -345,12 +353,13 @@ export class Connection implements ConnectionSink {
     // flush closes a client whose unsent output passed limits.maxPendingBytes
     if ((this.state as ConnState) === 'closed') return
     this.#closed()
-    try { this.socket.end() } catch { /* already closed */ }
+    // the socket lingers, reading and discarding, so that the last packet is read, not reset
+    try { this.broker.linger.close(this.socket) } catch { /* already closed */ }
   }
 
   /** Called by the transport when the socket closed (by either side). Never throws. */
   close(): void {
-    if (this.state === 'closed') return
+    if (this.state === 'closed') return this.broker.linger.closed(this.socket)
     this.#closed()
   }
 

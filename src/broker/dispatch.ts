@@ -39,22 +39,22 @@ export function dispatch(conn: Connection, header: number, buf: Buffer, start: n
     throw new MqttError(RC.PROTOCOL_ERROR, 'second CONNECT on a connection')
   }
   if (conn.state === 'authenticating') {
-    if (type === AUTH) return handleAuth(conn, decodePacket(header, body, conn.version))
-    if (type === DISCONNECT) return handleDisconnect(conn, decodePacket(header, body, conn.version))
+    if (type === AUTH) return handleAuth(conn, decodePacket(header, body, conn.version, conn.broker.config.limits))
+    if (type === DISCONNECT) return handleDisconnect(conn, decodePacket(header, body, conn.version, conn.broker.config.limits))
     throw new MqttError(RC.PROTOCOL_ERROR, 'packet other than AUTH during authentication')
   }
   switch (type) {
     case PUBLISH: return handlePublish(conn, header, buf, start, end, owned)
     case PUBACK: case PUBACK + 1: case PUBACK + 2: case PUBCOMP: return handleAck(conn, header, buf, start, end)
-    case SUBSCRIBE: return handleSubscribe(conn, decodePacket(header, body, conn.version))
-    case UNSUBSCRIBE: return handleUnsubscribe(conn, decodePacket(header, body, conn.version))
+    case SUBSCRIBE: return handleSubscribe(conn, decodePacket(header, body, conn.version, conn.broker.config.limits))
+    case UNSUBSCRIBE: return handleUnsubscribe(conn, decodePacket(header, body, conn.version, conn.broker.config.limits))
     case PINGREQ:
       if ((header & 0x0f) !== 0 || body.length !== 0) throw new MqttError(RC.MALFORMED_PACKET, 'malformed PINGREQ')
       return handlePingreq(conn)
-    case DISCONNECT: return handleDisconnect(conn, decodePacket(header, body, conn.version))
+    case DISCONNECT: return handleDisconnect(conn, decodePacket(header, body, conn.version, conn.broker.config.limits))
     case AUTH:
       if (!conn.v5) throw new MqttError(RC.PROTOCOL_ERROR, 'AUTH is an MQTT 5 packet')
-      return handleAuth(conn, decodePacket(header, body, conn.version))
+      return handleAuth(conn, decodePacket(header, body, conn.version, conn.broker.config.limits))
     default:
       // CONNACK, SUBACK, UNSUBACK, PINGRESP and reserved types never come from a client
       throw new MqttError(RC.PROTOCOL_ERROR, `unexpected packet type ${type} from a client`)
@@ -64,7 +64,7 @@ export function dispatch(conn: Connection, header: number, buf: Buffer, start: n
 /** A malformed CONNECT from a v5 client gets CONNACK 0x81 before the close [MQTT-4.13.1-1]. */
 function decodeOrConnack(conn: Connection, header: number, body: Buffer) {
   try {
-    return decodePacket(header, body, conn.version)
+    return decodePacket(header, body, conn.version, conn.broker.config.limits)
   } catch (e) {
     if (e instanceof MqttError && conn.v5) {
       conn.sendPacket({ cmd: 'connack', sessionPresent: false, reasonCode: e.code, properties: { reasonString: e.message } })

@@ -16,6 +16,7 @@ export function sweep(broker: Broker): void {
   if (now - (lastRetainedSweep.get(broker) ?? broker.startedAt) >= RETAINED_SWEEP_MS) {
     lastRetainedSweep.set(broker, now)
     sweepRetained(broker, now)
+    broker.security?.prune(now)
   }
   const connectTimeout = broker.config.mqtt.connectTimeout * 1000
   const packetTimeout = broker.config.limits.packetTimeout * 1000

@@ -1,5 +1,6 @@
+import { tooManyUserProperties } from './entry-limits.ts'
 import { MqttError, RC } from './reason-codes.ts'
-import { decodeUtf8 } from './utf8.ts'
+import { checkUtf8 } from './utf8.ts'
 import { readVarint } from './varint.ts'
 
 export const PUBACK = 4
@@ -17,7 +18,7 @@ export interface InAck {
 const PUBACK_CODES = new Set([0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99])
 const PUBREL_CODES = new Set([0x00, 0x92])
 
-export function decodeAck(header: number, body: Buffer, v5: boolean, start = 0, end = body.length, out?: InAck): InAck {
+export function decodeAck(header: number, body: Buffer, v5: boolean, start = 0, end = body.length, out?: InAck, maxUserProps = Infinity): InAck {
   const type = header >> 4
   const name = ['', '', '', '', 'PUBACK', 'PUBREC', 'PUBREL', 'PUBCOMP'][type]
   // [MQTT-3.6.1-1] PUBREL has flags 0010; [MQTT-2.2.2-1] the others 0000
@@ -37,7 +38,7 @@ export function decodeAck(header: number, body: Buffer, v5: boolean, start = 0, 
     const ok = type === PUBREL || type === PUBCOMP ? PUBREL_CODES.has(reason) : PUBACK_CODES.has(reason)
     if (!ok) throw new MqttError(RC.MALFORMED_PACKET, `${name} with invalid reason code 0x${reason.toString(16)}`)
     if (len > 3) {
-      checkAckProps(body.subarray(start, end), name!)
+      checkAckProps(body.subarray(start, end), name!, maxUserProps)
     }
   }
   if (out === undefined) return { type, packetId, reason }
@@ -48,17 +49,18 @@ export function decodeAck(header: number, body: Buffer, v5: boolean, start = 0, 
 }
 
 /** Ack properties may only be Reason String (0x1F, once) and User Properties (0x26). */
-function checkAckProps(body: Buffer, name: string): void {
+function checkAckProps(body: Buffer, name: string, maxUserProps: number): void {
   const bad = (what: string) => new MqttError(RC.MALFORMED_PACKET, `${name} ${what}`)
   const vi = readVarint(body, 3, body.length)
   if (vi === null || vi[1] + vi[0] !== body.length) throw bad('with bad property length')
   let pos = vi[1]
   let reasonString = false
+  let users = 0
   const str = () => {
     if (pos + 2 > body.length) throw bad('with a truncated property')
     const l = (body[pos]! << 8) | body[pos + 1]!
     if (pos + 2 + l > body.length) throw bad('with a truncated property')
-    decodeUtf8(body, pos + 2, pos + 2 + l, `${name} property`)
+    checkUtf8(body, pos + 2, pos + 2 + l, `${name} property`)
     pos += 2 + l
   }
   while (pos < body.length) {
@@ -68,6 +70,7 @@ function checkAckProps(body: Buffer, name: string): void {
       reasonString = true
       str()
     } else if (id === 0x26) {
+      if (++users > maxUserProps) throw tooManyUserProperties(maxUserProps)
       str()
       str()
     } else throw bad(`with invalid property 0x${id.toString(16)}`)

@@ -25,10 +25,13 @@ export class Framer {
   /** Total size of the incomplete packet once its length is known, else 0. */
   #need = 0
   #max: number
+  #caps: FramerCaps
   #since = 0
 
-  constructor(maxPacketSize: number) {
+  /** caps: smaller limits for packets other than PUBLISH (see FramerCaps). */
+  constructor(maxPacketSize: number, caps: FramerCaps = NO_CAPS) {
     this.#max = maxPacketSize
+    this.#caps = caps
   }
 
   set maxPacketSize(n: number) {
@@ -39,10 +42,10 @@ export class Framer {
    * Frames `chunk` when nothing is buffered: calls onFrame for every whole packet and returns a
    * Framer holding the incomplete rest, or null when the chunk ended on a packet boundary.
    */
-  static first(chunk: Buffer, maxPacketSize: number, onFrame: FrameHandler): Framer | null {
-    const pos = scan(chunk, false, maxPacketSize, onFrame)
+  static first(chunk: Buffer, maxPacketSize: number, onFrame: FrameHandler, caps: FramerCaps = NO_CAPS): Framer | null {
+    const pos = scan(chunk, false, maxPacketSize, caps, onFrame)
     if (pos === chunk.length) return null
-    const f = new Framer(maxPacketSize)
+    const f = new Framer(maxPacketSize, caps)
     f.#keep(chunk, pos, false)
     return f
   }
@@ -62,7 +65,7 @@ export class Framer {
       this.#partsLen = 0
       this.#need = 0
     }
-    const pos = scan(buf, owned, this.#max, onFrame)
+    const pos = scan(buf, owned, this.#max, this.#caps, onFrame)
     if (pos < buf.length) this.#keep(buf, pos, owned)
   }
 
@@ -86,6 +89,29 @@ export class Framer {
   }
 }
 
+const CONNECT = 1, PUBLISH = 3, AUTH = 15
+
+/** Limits for packets other than PUBLISH, checked as soon as their length is read. */
+export interface FramerCaps {
+  /** CONNECT and AUTH: the packets sent before authentication completes (small: no login, no memory). */
+  readonly maxConnectPacketSize: number
+  /** Every other packet but PUBLISH (SUBSCRIBE, UNSUBSCRIBE, DISCONNECT, acks): each is decoded in
+   * one go on the event loop, so its size bounds the time it takes. */
+  readonly maxControlPacketSize: number
+}
+
+const NO_CAPS: FramerCaps = { maxConnectPacketSize: Infinity, maxControlPacketSize: Infinity }
+
+/** Throws when a packet of `total` bytes passes the cap for its type. */
+function overCap(header: number, total: number, caps: FramerCaps): void {
+  const type = header >> 4
+  if (type === CONNECT || type === AUTH) {
+    if (total > caps.maxConnectPacketSize) throw new MqttError(RC.PACKET_TOO_LARGE, `${type === CONNECT ? 'CONNECT' : 'AUTH'} of ${total} bytes exceeds limits.maxConnectPacketSize ${caps.maxConnectPacketSize}`)
+  } else if (type !== PUBLISH && total > caps.maxControlPacketSize) {
+    throw new MqttError(RC.PACKET_TOO_LARGE, `packet of type ${type} and ${total} bytes exceeds limits.maxControlPacketSize ${caps.maxControlPacketSize}`)
+  }
+}
+
 /** Total size of the packet starting at buf[0] once its remaining length is complete, else 0. */
 function totalSize(buf: Buffer): number {
   const v = readVarint(buf, 1, buf.length)
@@ -96,7 +122,7 @@ function totalSize(buf: Buffer): number {
  * Calls onFrame for every whole packet in buf; returns where the incomplete rest starts
  * (buf.length when there is none). Throws MqttError on bad framing.
  */
-function scan(buf: Buffer, owned: boolean, max: number, onFrame: FrameHandler): number {
+function scan(buf: Buffer, owned: boolean, max: number, caps: FramerCaps, onFrame: FrameHandler): number {
   const len = buf.length
   let pos = 0
   while (pos < len) {
@@ -121,6 +147,7 @@ function scan(buf: Buffer, owned: boolean, max: number, onFrame: FrameHandler): 
     if (total > max) {
       throw new MqttError(RC.PACKET_TOO_LARGE, `packet of ${total} bytes exceeds maximum packet size ${max}`)
     }
+    if (total > caps.maxConnectPacketSize || total > caps.maxControlPacketSize) overCap(header, total, caps)
     if (len - i < remaining) break
     onFrame.onFrame(header, buf, i, i + remaining, owned)
     pos = i + remaining

@@ -1,5 +1,6 @@
 import mqttPacket from 'mqtt-packet'
 import type { IConnectPacket, Packet } from 'mqtt-packet'
+import { checkEntryLimits, type EntryLimits } from './entry-limits.ts'
 import { MqttError, RC } from './reason-codes.ts'
 import { readVarint, varintSize, writeVarint } from './varint.ts'
 
@@ -128,7 +129,8 @@ function makeParser(): ReusableParser {
  * Decodes the less frequent packet types with mqtt-packet. PUBLISH and the acks use the
  * hand-written fast path in publish.ts and acks.ts.
  */
-export function decodePacket(header: number, body: Buffer, version: ProtocolVersion): Packet {
+export function decodePacket(header: number, body: Buffer, version: ProtocolVersion, lim?: EntryLimits): Packet {
+  if (lim !== undefined) checkEntryLimits(header, body, version === 5, lim)
   const frame = Buffer.allocUnsafe(1 + varintSize(body.length) + body.length)
   frame[0] = header
   body.copy(frame, writeVarint(frame, 1, body.length))

@@ -1,7 +1,8 @@
 import type { QoS } from 'mqtt-packet'
 import type { MessageProps } from './message.ts'
+import { tooManyUserProperties } from './entry-limits.ts'
 import { MqttError, RC } from './reason-codes.ts'
-import { decodeUtf8 } from './utf8.ts'
+import { checkUtf8, decodeUtf8 } from './utf8.ts'
 import { readVarint, varintSize, writeVarint } from './varint.ts'
 
 /** A decoded PUBLISH as it arrives from a client (hand-written fast path). */
@@ -29,7 +30,7 @@ const protocol = (what: string) => new MqttError(RC.PROTOCOL_ERROR, `PUBLISH: ${
  * With `out`, the result is written into that object instead of a new one (a hot caller
  * reuses one: no allocation per packet).
  */
-export function decodePublish(header: number, body: Buffer, v5: boolean, keepBody = false, offset = 0, out?: InPublish): InPublish {
+export function decodePublish(header: number, body: Buffer, v5: boolean, keepBody = false, offset = 0, out?: InPublish, maxUserProps = Infinity): InPublish {
   const bits = (header >> 1) & 3
   // [MQTT-3.3.1-4] a PUBLISH must not have both QoS bits set
   if (bits === 3) throw malformed('QoS bits both set')
@@ -64,6 +65,8 @@ export function decodePublish(header: number, body: Buffer, v5: boolean, keepBod
     if (plen > 0) {
       props = {}
       let userStart = -1
+      let userEnd = -1
+      let contiguous = true
       const userParts: Buffer[] = []
       const seen = new Set<number>()
       while (pos < pend) {
@@ -113,15 +116,18 @@ export function decodePublish(header: number, body: Buffer, v5: boolean, keepBod
             break
           }
           case 0x26: {
+            if (userParts.length >= maxUserProps) throw tooManyUserProperties(maxUserProps)
             const start = pos - 1
             for (let k = 0; k < 2; k++) {
               if (pos + 2 > pend) throw malformed('truncated user property')
               const l = (body[pos]! << 8) | body[pos + 1]!
               if (pos + 2 + l > pend) throw malformed('truncated user property')
-              decodeUtf8(body, pos + 2, pos + 2 + l, 'user property')
+              checkUtf8(body, pos + 2, pos + 2 + l, 'user property')
               pos += 2 + l
             }
             if (userStart < 0) userStart = start
+            else if (start !== userEnd) contiguous = false
+            userEnd = pos
             userParts.push(body.subarray(start, pos))
             break
           }
@@ -132,7 +138,8 @@ export function decodePublish(header: number, body: Buffer, v5: boolean, keepBod
             throw malformed(`unknown property 0x${id.toString(16)}`)
         }
       }
-      if (userParts.length > 0) props.userProps = Buffer.concat(userParts)
+      // usually adjacent: then a view of the kept body rather than a copy (16 MiB took 20 ms)
+      if (userParts.length > 0) props.userProps = keepBody && contiguous ? body.subarray(userStart, userEnd) : Buffer.concat(userParts)
       if (props.payloadFormatIndicator === undefined && props.contentType === undefined &&
         props.responseTopic === undefined && props.correlationData === undefined &&
         props.userProps === undefined) props = null

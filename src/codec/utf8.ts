@@ -1,3 +1,4 @@
+import { isAscii, isUtf8 } from 'node:buffer'
 import { MqttError, RC } from './reason-codes.ts'
 
 const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
@@ -7,6 +8,9 @@ const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
  * malformed. ASCII takes a fast path.
  */
 export function decodeUtf8(buf: Buffer, start: number, end: number, what: string): string {
+  // long strings are checked by native code: a byte loop over a 16 MiB packet of 64 KiB user
+  // properties took 60 ms of event loop, the native checks take ~3 ms
+  if (end - start > NATIVE_FROM) return decodeLong(buf.subarray(start, end), what)
   let ascii = true
   for (let i = start; i < end; i++) {
     const b = buf[i]!
@@ -22,6 +26,27 @@ export function decodeUtf8(buf: Buffer, start: number, end: number, what: string
   }
   if (s.includes('\u0000')) throw new MqttError(RC.MALFORMED_PACKET, `${what} contains U+0000`)
   return s
+}
+
+const NATIVE_FROM = 256
+
+function decodeLong(sub: Buffer, what: string): string {
+  if (sub.indexOf(0) >= 0) throw new MqttError(RC.MALFORMED_PACKET, `${what} contains U+0000`)
+  if (isAscii(sub)) return sub.toString('latin1')
+  if (!isUtf8(sub)) throw new MqttError(RC.MALFORMED_PACKET, `${what} is not well-formed UTF-8`)
+  return sub.toString('utf8')
+}
+
+/** Checks an MQTT UTF-8 string as decodeUtf8 does, without making the string (user properties
+ * are forwarded as bytes). */
+export function checkUtf8(buf: Buffer, start: number, end: number, what: string): void {
+  if (end - start <= NATIVE_FROM) {
+    decodeUtf8(buf, start, end, what)
+    return
+  }
+  const sub = buf.subarray(start, end)
+  if (sub.indexOf(0) >= 0) throw new MqttError(RC.MALFORMED_PACKET, `${what} contains U+0000`)
+  if (!isUtf8(sub)) throw new MqttError(RC.MALFORMED_PACKET, `${what} is not well-formed UTF-8`)
 }
 
 /** Validates a string that came from mqtt-packet (which does not check UTF-8 itself). */

@@ -96,8 +96,14 @@ export const ConfigSchema = v.strictObject({
     scramFile: text(),
     /** First delay (ms) before answering a failed login; doubles with each further failure from the address. */
     failDelay: int(0, 60_000, 1000),
-    /** Longest delay (ms) for repeated failed logins from one address. */
+    /** Longest delay (ms) for repeated failed logins of one username from one address. */
     failDelayMax: int(0, 600_000, 30_000),
+    /** Longest delay (ms) that failures from an address put on every login from it (any username). */
+    failDelayAddressMax: int(0, 600_000, 2000),
+    /** Password verifications (argon2id) running at once; 0 = half the CPU cores (at least 1). */
+    maxConcurrentVerifications: int(0, 1024, 0),
+    /** Password checks that may wait for a verification slot; more are refused (v5 0x89, v3 3). */
+    maxQueuedVerifications: int(0, 100_000, 64),
   }), {}),
   acl: v.optional(v.strictObject({
     /** ACL rules file (ordered allow/deny rules, first match wins); re-read on change. Empty = everything allowed. */
@@ -135,6 +141,14 @@ export const ConfigSchema = v.strictObject({
   limits: v.optional(v.strictObject({
     /** Largest packet accepted (bytes); announced as Maximum Packet Size in v5 CONNACK. */
     maxPacketSize: int(64, 268_435_460, 16 * 1024 * 1024),
+    /** Largest CONNECT or AUTH packet (bytes): the packets before authentication completes. */
+    maxConnectPacketSize: int(64, 268_435_460, 64 * 1024),
+    /** Largest packet other than PUBLISH, CONNECT and AUTH (SUBSCRIBE, UNSUBSCRIBE, DISCONNECT, acks), in bytes. */
+    maxControlPacketSize: int(64, 268_435_460, 1024 * 1024),
+    /** User properties in one packet; more: v5 0x97 (CONNECT: CONNACK, else DISCONNECT), v3 close. */
+    maxUserProperties: int(1, 10_000_000, 1024),
+    /** Topic filters in one SUBSCRIBE or UNSUBSCRIBE; more: v5 DISCONNECT 0x97, v3 close. */
+    maxTopicFiltersPerPacket: int(1, 10_000_000, 1024),
     maxTopicLength: int(1, 65535, 65535),
     maxTopicLevels: int(1, 65535, 128),
     /** Accept control characters (U+0001-U+001F, U+007F-U+009F) in client ids, user names and topics. */

@@ -73,6 +73,14 @@ class ProxiedSocket implements MqttSocket {
   end(): void {
     this.#socket.end()
   }
+
+  shutdown(): void {
+    this.#socket.shutdown()
+  }
+
+  terminate(): void {
+    this.#socket.terminate()
+  }
 }
 
 /** Reads the PROXY header, then hands the socket (and any bytes after the header) to the broker. */

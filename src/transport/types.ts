@@ -6,6 +6,14 @@ export interface MqttSocket {
   write(data: Uint8Array): number
   /** Closes the connection after pending writes. */
   end(): void
+  /**
+   * Ends the write side after pending writes (TCP FIN, TLS close_notify, WebSocket close frame)
+   * while input is still read, so that a peer that is still sending reads the last packet
+   * instead of a reset (see linger.ts). Transports without it close with end().
+   */
+  shutdown?(): void
+  /** Closes at once, dropping unsent output and unread input (after lingering). */
+  terminate?(): void
   readonly remoteAddress: string
   /** The client certificate's identity, on TLS listeners that asked for one (mutual TLS). */
   peerCertificate?(): PeerCertificate | undefined

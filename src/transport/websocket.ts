@@ -81,6 +81,19 @@ export class WsSocket implements MqttSocket {
     else ws.close(1000)
   }
 
+  /** Sends a close frame with a reason after what is buffered; Bun reads (and the closed
+   * Connection discards) until the client answers it or terminate() after lingering. */
+  shutdown(): void {
+    const ws = this.#ws
+    if (ws === null) return
+    if (ws.getBufferedAmount() > WS_HIGH_WATER) ws.terminate()
+    else ws.close(1000, 'MQTT connection closed by the server')
+  }
+
+  terminate(): void {
+    this.#ws?.terminate()
+  }
+
   /** The socket closed: the Connection hears it once. */
   closed(): void {
     const sink = this.sink

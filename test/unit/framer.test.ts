@@ -145,3 +145,12 @@ describe('Framer errors', () => {
     expect(codeOf(() => run(f, [p]))).toBe(0x95)
   })
 })
+
+describe('Framer: CONNECT and AUTH cap (limits.maxConnectPacketSize)', () => {
+  test('a CONNECT or AUTH over the cap is refused from its length alone; other packets may be larger', () => {
+    const none = { onFrame() {} }
+    expect(codeOf(() => Framer.first(Buffer.from([0x10, ...b.varint(70_000)]), 1 << 20, none, { maxConnectPacketSize: 65_536, maxControlPacketSize: 1 << 20 }))).toBe(0x95)
+    expect(codeOf(() => Framer.first(Buffer.from([0xf0, ...b.varint(70_000)]), 1 << 20, none, { maxConnectPacketSize: 65_536, maxControlPacketSize: 1 << 20 }))).toBe(0x95)
+    expect(Framer.first(Buffer.from([0x30, ...b.varint(70_000)]), 1 << 20, none, { maxConnectPacketSize: 65_536, maxControlPacketSize: 1 << 20 })?.buffered).toBe(4)
+  })
+})

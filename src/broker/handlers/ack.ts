@@ -8,7 +8,7 @@ const scratch: InAck = { type: 0, packetId: 0, reason: 0 }
 /** PUBACK, PUBREC, PUBREL and PUBCOMP from the client. */
 export function handleAck(conn: Connection, header: number, buf: Buffer, start: number, end: number): void {
   // one decode target for every ack: read before anything below can run another ack
-  const ack = decodeAck(header, buf, conn.v5, start, end, scratch)
+  const ack = decodeAck(header, buf, conn.v5, start, end, scratch, conn.broker.config.limits.maxUserProperties)
   const packetId = ack.packetId
   const type = ack.type
   const reason = ack.reason

@@ -1,6 +1,6 @@
 import type { IConnectPacket, Packet, QoS } from 'mqtt-packet'
 import type { Message } from '../../codec/message.ts'
-import { encodePacket, type ConnectPeek, type WillPropsRaw } from '../../codec/packets.ts'
+import { encodePacket, peekConnect, type ConnectPeek, type WillPropsRaw } from '../../codec/packets.ts'
 import { encodeUserProps } from '../../codec/properties.ts'
 import { connackCodeV3, MqttError, RC } from '../../codec/reason-codes.ts'
 import { controlCharacterError, topicNameError } from '../../topic/validate.ts'
@@ -30,16 +30,20 @@ export function rejectProtocol(conn: Connection, peek: ConnectPeek): void {
  * `detail` goes to the log and the audit log only, never to the client. */
 export function refuse(conn: Connection, code: number, reason: string, detail?: string): void {
   if (conn.state === 'closed') return
-  // a client can repeat a refused CONNECT at will: a few lines a second per address, fields cut short
-  const suppressed = conn.broker.lineThrottle.take(`refused\u0000${conn.socket.remoteAddress}`)
-  if (suppressed >= 0) {
-    const fields = { ...identity(conn), reason: `0x${code.toString(16)}`, error: reason, detail: clip(detail), ...(suppressed > 0 ? { suppressed } : {}) }
-    conn.broker.log.info('connection refused', fields)
-    conn.broker.security?.audit.event('connect-failed', fields)
-  }
+  logRefused(conn, code, reason, detail)
   if (conn.v5) conn.sendPacket({ cmd: 'connack', sessionPresent: false, reasonCode: code, properties: { reasonString: reason } })
   else conn.sendPacket({ cmd: 'connack', sessionPresent: false, returnCode: connackCodeV3(code) })
   conn.end()
+}
+
+/** The log and audit line of a refused CONNECT: a client can repeat one at will, so a few lines
+ * a second per address, fields cut short. */
+function logRefused(conn: Connection, code: number, reason: string, detail?: string): void {
+  const suppressed = conn.broker.lineThrottle.take(`refused\u0000${conn.socket.remoteAddress}`)
+  if (suppressed < 0) return
+  const fields = { ...identity(conn), reason: `0x${code.toString(16)}`, error: reason, detail: clip(detail), ...(suppressed > 0 ? { suppressed } : {}) }
+  conn.broker.log.info('connection refused', fields)
+  conn.broker.security?.audit.event('connect-failed', fields)
 }
 
 /**
@@ -49,10 +53,21 @@ export function refuse(conn: Connection, code: number, reason: string, detail?: 
  */
 function refuseString(conn: Connection, code: number, reason: string): void {
   if (conn.v5) return refuse(conn, code, reason)
-  const fields = { ...identity(conn), error: reason }
-  conn.broker.log.info('connection refused', fields)
-  conn.broker.security?.audit.event('connect-failed', fields)
+  if (conn.state === 'closed') return
+  logRefused(conn, code, reason)
   conn.end()
+}
+
+/** A CONNECT refused by the framer (over limits.maxConnectPacketSize) as soon as its length was
+ * read: a v5 client (level 5 in the same chunk) gets CONNACK 0x95, any other is just closed. */
+export function refuseLargeConnect(conn: Connection, first: Buffer, e: unknown): void {
+  if (!(e instanceof MqttError) || e.code !== RC.PACKET_TOO_LARGE || first[0] !== 0x10) return conn.fail(e)
+  let i = 1
+  while (i < 5 && i < first.length && (first[i]! & 0x80) !== 0) i++
+  const peek = peekConnect(first.subarray(i + 1))
+  if (peek === null || peek.level !== 5) return conn.fail(e)
+  conn.version = 5
+  refuse(conn, RC.PACKET_TOO_LARGE, e.message)
 }
 
 let assigned = 0
@@ -109,18 +124,30 @@ export function handleConnect(conn: Connection, packet: Packet | null): void | P
   return complete(conn, p, assignedId, undefined)
 }
 
-/** The authentication chain; a refusal waits longer with each failure from the address. */
+const NO_TURN = { suspect: false, done() {} }
+
+/** The authentication chain; a refusal waits longer with each failure from the address and
+ * username. Checks from an address or username inside its failure delay wait for it first, so
+ * that guessers in parallel get no extra password verifications (security.loginTurn). */
 async function authenticate(conn: Connection, sec: Security, p: IConnectPacket, assignedId: boolean): Promise<void> {
   const address = conn.socket.remoteAddress
   const password = p.password === undefined ? undefined : Buffer.isBuffer(p.password) ? p.password : Buffer.from(p.password)
+  // only a password (or token) costs a check worth queueing; the others are answered at once
+  const turn = password === undefined ? NO_TURN : await sec.loginTurn(address, p.username, connectDeadline(conn))
+  if (conn.state === 'closed') { turn?.done(); return }
+  if (turn === null) return refuse(conn, RC.SERVER_BUSY, 'server busy', 'too many logins waiting from this address')
   let r: AuthResult
   try {
-    r = await sec.authenticate({ clientId: p.clientId, username: p.username, password, address, listener: conn.listener, cert: conn.socket.peerCertificate?.() })
+    r = await sec.authenticate({ clientId: p.clientId, username: p.username, password, address, listener: conn.listener, cert: conn.socket.peerCertificate?.(), suspect: turn.suspect })
   } catch (e) {
     conn.broker.log.error('authentication error', { clientId: p.clientId, error: String((e as Error)?.stack ?? e) })
     r = { decision: 'deny', reason: RC.UNSPECIFIED_ERROR, detail: `authenticator failed: ${(e as Error).message}` }
+  } finally {
+    turn.done()
   }
-  if (conn.state === 'closed') return
+  if ((conn.state as string) === 'closed') return
+  // no slot for a password check (auth.maxQueuedVerifications): busy, not a failed login
+  if (r.decision === 'deny' && r.reason === RC.SERVER_BUSY) return refuse(conn, RC.SERVER_BUSY, 'server busy', r.detail)
   if (r.decision === 'allow') {
     // an address with recent failures waits on success too: the delay must not give the answer away
     const delay = loginDelay(conn, p.username, false)
@@ -175,8 +202,13 @@ export async function refuseLogin(conn: Connection, code: number, reason: string
 export function loginDelay(conn: Connection, username: string | undefined, failed: boolean): number {
   const sec = conn.broker.security
   if (sec === null) return 0
-  const left = conn.broker.config.mqtt.connectTimeout * 1000 - (Date.now() - conn.openedAt) - 250
+  const left = connectDeadline(conn) - Date.now()
   return Math.max(0, Math.min(sec.loginDelay(conn.socket.remoteAddress, username, failed), left))
+}
+
+/** When the answer to a CONNECT must have gone out, before the connect timeout closes it (ms since the epoch). */
+function connectDeadline(conn: Connection): number {
+  return conn.openedAt + conn.broker.config.mqtt.connectTimeout * 1000 - 250
 }
 
 /** Called by the AUTH flow when enhanced authentication of a CONNECT succeeded. */

@@ -22,7 +22,7 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
   if (overPublishRate(conn, end - start)) return
   const frame = ownFrame(header, buf, start, end, owned)
   // one decode target for every PUBLISH: nothing below keeps `p` past this call
-  const p = decodePublish(header, frame, conn.v5, true, frame.length - (end - start), scratch)
+  const p = decodePublish(header, frame, conn.v5, true, frame.length - (end - start), scratch, lim.maxUserProperties)
   const s = conn.session!
   // [MQTT-3.2.2-11] QoS above Maximum QoS is a protocol violation (0x9B)
   if (p.qos > lim.maxQos) throw new MqttError(RC.QOS_NOT_SUPPORTED, `QoS ${p.qos} not supported`)

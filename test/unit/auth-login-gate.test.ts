@@ -1,0 +1,69 @@
+import { expect, test } from 'bun:test'
+import { LoginGate } from '../../src/auth/login-gate.ts'
+import { BUSY, VerifyPool } from '../../src/auth/verify-pool.ts'
+
+const gate = () => new LoginGate({ failDelay: 100, failDelayMax: 1600, failDelayAddressMax: 200 })
+
+test('failure delays grow per address and username; the address part stays small for other usernames', () => {
+  const g = gate()
+  expect([1, 2, 3, 4, 5, 6].map(() => g.delay('10.0.0.1', 'alice', true))).toEqual([100, 200, 400, 800, 1600, 1600])
+  // bob from the same address: his own first failure, and the address part (capped at 200)
+  expect(g.delay('10.0.0.1', 'bob', true)).toBe(200)
+  // another address knows nothing of these
+  expect(g.delay('10.0.0.2', 'alice', true)).toBe(100)
+})
+
+test('a success waits as long as a failure of its key would, then clears that key only', () => {
+  const g = gate()
+  expect(g.delay('10.0.0.1', 'alice', false)).toBe(0)
+  g.delay('10.0.0.1', 'alice', true)
+  g.delay('10.0.0.1', 'alice', true)
+  expect(g.delay('10.0.0.1', 'alice', false)).toBe(400)
+  // cleared for alice; the address part (2 failures, next 200) remains
+  expect(g.delay('10.0.0.1', 'alice', false)).toBe(200)
+  expect(g.delay('10.0.0.1', undefined, false)).toBe(200)
+})
+
+test('an unknown user and a known one are delayed alike (the gate does not know which exists)', () => {
+  const g = gate()
+  const a = [g.delay('10.0.0.3', 'nobody', true), g.delay('10.0.0.3', 'nobody', true)]
+  const b = [g.delay('10.0.0.4', 'alice', true), g.delay('10.0.0.4', 'alice', true)]
+  expect(a).toEqual(b)
+})
+
+test('turns: two at a time per address, one once it has failures; a wait past the deadline is busy', async () => {
+  const g = gate()
+  const far = Date.now() + 60_000
+  const t1 = (await g.turn('10.0.0.5', 'a', far))!
+  const t2 = (await g.turn('10.0.0.5', 'b', far))!
+  let third = false
+  const p3 = g.turn('10.0.0.5', 'c', far).then((t) => { third = true; return t })
+  await Bun.sleep(0)
+  expect(third).toBe(false)
+  g.delay('10.0.0.5', 'a', true)
+  t1.done()
+  // the address has a failure now: one at a time, so t2 still holds the only slot
+  await Bun.sleep(0)
+  expect(third).toBe(false)
+  t2.done()
+  const t3 = (await p3)!
+  expect(t3.suspect).toBe(true)
+  // it waited for the address's failure delay (100 ms); a turn that cannot wait long enough is busy
+  t3.done()
+  g.delay('10.0.0.5', 'a', true)
+  expect(await g.turn('10.0.0.5', 'd', Date.now() + 10)).toBeNull()
+})
+
+test('the verification pool caps concurrency, serves suspect checks last and refuses beyond its queue', async () => {
+  const pool = new VerifyPool(1, 2)
+  const order: string[] = []
+  let release!: () => void
+  const first = pool.run(() => new Promise<string>((r) => { release = () => r('first') }))
+  const later = pool.run(async () => { order.push('suspect'); return 'suspect' }, true)
+  const normal = pool.run(async () => { order.push('normal'); return 'normal' })
+  expect(await pool.run(async () => 'x')).toBe(BUSY)
+  release()
+  expect(await Promise.all([first, later, normal])).toEqual(['first', 'suspect', 'normal'])
+  expect(order).toEqual(['normal', 'suspect'])
+  expect(pool.running).toBe(0)
+})
