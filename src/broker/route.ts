@@ -3,6 +3,7 @@ import type { Message } from '../codec/message.ts'
 import type { Delivery, Subscription } from '../session/types.ts'
 import type { Broker } from './broker.ts'
 import { sendQos0 } from './deliver.ts'
+import { membersWithRoom, roomForAll } from './queue.ts'
 
 const MATCH_CACHE_MAX = 10_000
 
@@ -23,9 +24,11 @@ function matches(broker: Broker, topic: string): Subscription[] {
  * give one delivery with the highest QoS and every Subscription Identifier [MQTT-3.3.4-2]
  * [MQTT-3.3.4-3]; each shared group gives one delivery to one member [MQTT-4.8.2-2].
  */
-export function route(broker: Broker, msg: Message): number {
+export function route(broker: Broker, msg: Message, refuseFull = false): number {
   const list = matches(broker, msg.topic)
   if (list.length === 0) return 0
+  // session.queueOverflow=refuse: to every matching session or to none (queue.ts)
+  if (refuseFull && !roomForAll(broker.sessions, list, msg)) return -1
   let single: Subscription | null = null
   let many: Map<string, Delivery> | null = null
   let groups: Map<string, Subscription[]> | null = null
@@ -94,6 +97,7 @@ function send(broker: Broker, clientId: string, d: Delivery): number {
 
 /** Picks one member of a shared group, preferring connected ones; round robin or random. */
 function sendShared(broker: Broker, key: string, members: Subscription[], msg: Message): number {
+  if (broker.refuseFull && msg.qos > 0) members = membersWithRoom(broker.sessions, members, msg)
   const online = members.filter((m) => broker.isOnline(m.clientId))
   const pool = online.length > 0 ? online : members
   let i: number

@@ -1,18 +1,17 @@
 import type { Connection } from '../broker/connection.ts'
 import type { Store } from '../store/types.ts'
+import { DEFAULT_POLICY, messageSize, type DropLog, type QueuePolicy } from './queue-policy.ts'
 import type { Delivery, Inflight, Subscription, Will } from './types.ts'
 
-/** How a session's offline queue behaves (from config), and the counter its drops add to. */
-export interface QueuePolicy {
-  maxQueued: number
-  /** QoS 0 messages are queued for offline sessions too. */
-  queueQos0: boolean
-  /** A full queue drops the new message (else the oldest). */
-  dropNew: boolean
-  counters: { dropped: number }
-}
+/** Queued entries read back from the store at a time. */
+const PAGE = 256
 
-const DEFAULT_POLICY: QueuePolicy = { maxQueued: 1000, queueQos0: false, dropNew: false, counters: { dropped: 0 } }
+/** The part of a queue that lives only in the store (entries with seq > afterSeq). */
+interface Spill {
+  count: number
+  bytes: number
+  afterSeq: number
+}
 
 /**
  * The state the broker keeps for one client id: subscriptions, inflight window, offline
@@ -33,7 +32,13 @@ export class Session {
   #subs: Map<string, Subscription> | null = null
   /** Created on first use: an idle client has neither inflight messages nor a queue. */
   #inflight: Map<number, Inflight> | null = null
+  /** The in-memory head of the queue; with a store, the rest may live only there (#spill). */
   #queue: Delivery[] | null = null
+  #spill: Spill | null = null
+  /** Bytes (topic + payload) of every queued message, in memory or only in the store. */
+  queuedBytes = 0
+  /** Drops and refusals not yet logged (created on the first one). */
+  dropLog: DropLog | null = null
   /** Inbound QoS 2 packet ids that got PUBREC and await PUBREL (created on first use). */
   #qos2: Set<number> | null = null
   /** A will waiting for its Will Delay Interval to pass after the connection ended. */
@@ -58,18 +63,121 @@ export class Session {
     return this.#inflight ??= new Map()
   }
 
-  /** Deliveries waiting for the client or for room in the inflight window. */
+  /** The in-memory head of the queue: deliveries waiting for the client or for room in the
+   * inflight window. The rest of a long queue of a persistent session is in the store. */
   get queue(): Delivery[] {
     return this.#queue ??= []
   }
 
+  /** Replaces the in-memory head (after filtering it); queuedBytes follows. */
   set queue(q: Delivery[]) {
+    let bytes = this.#spill === null ? 0 : this.#spill.bytes
+    for (let i = 0; i < q.length; i++) bytes += messageSize(q[i]!.msg)
     this.#queue = q
+    this.queuedBytes = bytes
   }
 
-  /** Size of the queue, without creating it. */
+  /** Size of the queue (in memory and in the store), without creating it. */
   get queuedCount(): number {
+    return (this.#queue === null ? 0 : this.#queue.length) + (this.#spill === null ? 0 : this.#spill.count)
+  }
+
+  /** Queued messages held in memory. */
+  get headCount(): number {
     return this.#queue === null ? 0 : this.#queue.length
+  }
+
+  /** Bytes of the queued messages held in memory (what a memory budget counts). */
+  get headBytes(): number {
+    return this.#spill === null ? this.queuedBytes : this.queuedBytes - this.#spill.bytes
+  }
+
+  /** Queued messages that live only in the store. */
+  get spilledCount(): number {
+    return this.#spill === null ? 0 : this.#spill.count
+  }
+
+  /** Appends a delivery to the in-memory head (only while nothing is spilled). */
+  pushQueued(d: Delivery, size: number): void {
+    this.queue.push(d)
+    this.queuedBytes += size
+  }
+
+  /** Counts a delivery written to the store only (d.seq set), after the in-memory head. */
+  spillQueued(seq: number, size: number): void {
+    const sp = this.#spill ??= { count: 0, bytes: 0, afterSeq: 0 }
+    if (sp.count === 0) sp.afterSeq = seq - 1
+    sp.count++
+    sp.bytes += size
+    this.queuedBytes += size
+  }
+
+  /** Restored at start: the queue is in the store only. */
+  restoreSpill(count: number, bytes: number): void {
+    if (count === 0) return
+    this.#spill = { count, bytes, afterSeq: 0 }
+    this.queuedBytes += bytes
+  }
+
+  /** Moves the in-memory head back to the store only (its entries are all written there). */
+  evictHead(): void {
+    const q = this.#queue
+    if (q === null || q.length === 0 || this.store === null) return
+    const first = q[0]!.seq
+    if (!first) return
+    const sp = this.#spill ??= { count: 0, bytes: 0, afterSeq: 0 }
+    sp.afterSeq = first - 1
+    sp.count += q.length
+    sp.bytes = this.queuedBytes
+    this.#queue = null
+  }
+
+  /**
+   * Takes the oldest queued delivery, reading the next page from the store when the in-memory
+   * head is empty. Undefined when the queue is empty, or when the store cannot be read now
+   * (the entries stay counted and are read on a later try).
+   */
+  shiftQueued(): Delivery | undefined {
+    let q = this.#queue
+    if ((q === null || q.length === 0) && this.#spill !== null && this.#spill.count > 0) q = this.#readPage()
+    if (q === null || q.length === 0) return undefined
+    const d = q.shift()!
+    this.queuedBytes -= messageSize(d.msg)
+    return d
+  }
+
+  /** Reads every queued entry back into memory (the session stops being written to the store). */
+  loadAllQueued(): void {
+    while (this.#spill !== null && this.#spill.count > 0) {
+      const before = this.#spill.count
+      this.#readPage()
+      if (this.#spill.count === before) break
+    }
+  }
+
+  #readPage(): Delivery[] | null {
+    const sp = this.#spill!
+    const store = this.store
+    let page
+    try {
+      page = store === null ? [] : store.pageQueued(this.clientId, sp.afterSeq, PAGE)
+    } catch {
+      return this.#queue
+    }
+    const q = this.queue
+    for (const e of page) {
+      q.push(e.delivery)
+      sp.afterSeq = e.seq
+      sp.bytes -= messageSize(e.delivery.msg)
+    }
+    sp.count -= page.length
+    if (page.length === 0 || sp.count <= 0) {
+      // all read back (or the store has fewer entries than counted): forget any difference
+      this.queuedBytes -= sp.bytes
+      sp.count = 0
+      sp.bytes = 0
+    }
+    return q
   }
 
   /** Size of the inflight window, without creating it. */
