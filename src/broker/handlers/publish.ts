@@ -125,11 +125,12 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
 /**
  * session.queueOverflow=refuse and a matching session's queue is full: the message went to no
  * one and is not acknowledged. v5: PUBACK / PUBREC 0x97 (the QoS 2 flow ends); v3 has no such
- * code: the publisher is disconnected (after the acks before it) and resends later.
+ * code: the publisher is disconnected and resends it (and what followed it) later.
  */
 function refuseQuota(conn: Connection, qos: number, id: number): void {
   if (conn.v5) { conn.send(encodeAck(qos === 1 ? PUBACK : PUBREC, id, RC.QUOTA_EXCEEDED, true)); return }
-  conn.broker.afterCommit(() => conn.disconnect(RC.QUOTA_EXCEEDED, 'a subscriber queue is full'))
+  // at once: the acks of earlier messages go out first (end() commits), later PUBLISHes are not read
+  conn.disconnect(RC.QUOTA_EXCEEDED, 'a subscriber queue is full')
 }
 
 function isSysTopic(topic: string): boolean {
