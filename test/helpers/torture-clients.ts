@@ -407,7 +407,12 @@ export class Subscriber {
 
   #subacked = false
 
-  close(): void { this.wire?.end(pb.disconnect({ version: this.version })) }
+  /** DISCONNECT; the subscriber counts as away at once (a reconnect does not wait for the socket to close). */
+  close(): void {
+    this.wire?.end(pb.disconnect({ version: this.version }))
+    this.wire = null
+    this.connected = false
+  }
 
   #onPacket(wire: Wire, p: Packet): void {
     if (wire !== this.wire) return
