@@ -41,7 +41,7 @@ const dir = mkdtempSync(join(tmpdir(), 'vmqtt-soak-'))
 const complaints: string[] = []
 const broker = await BrokerProcess.start(values.root!, {
   VMQTT_MQTT_HOST: '127.0.0.1', VMQTT_MQTT_PORT: '0', VMQTT_WS_PORT: 'off', VMQTT_WSS_PORT: 'off', VMQTT_QUIC_PORT: 'off', VMQTT_ADMIN_PORT: 'off',
-  VMQTT_SYS_INTERVAL: '0', VMQTT_LOG_LEVEL: 'warn', VMQTT_DATA_DIR: dir, ...extraEnv,
+  VMQTT_SYS_INTERVAL: '0', VMQTT_LOG_LEVEL: 'info', VMQTT_DATA_DIR: dir, ...extraEnv,
 }, complaints, 30_000)
 const pid = broker.proc.pid
 try {

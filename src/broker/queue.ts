@@ -124,7 +124,7 @@ export function countDrop(p: QueuePolicy, reason: DropReason): void {
 /** Counts a dropped message and logs it for its session, at most once a minute. */
 export function noteDrop(s: Session, reason: DropReason): void {
   countDrop(s.policy, reason)
-  const log = s.dropLog ??= { dropped: 0, refused: 0, reasons: {}, at: 0 }
+  const log = s.openDropLog()
   log.dropped++
   log.reasons[reason] = (log.reasons[reason] ?? 0) + 1
   flushDropLog(s, Date.now())
@@ -132,7 +132,7 @@ export function noteDrop(s: Session, reason: DropReason): void {
 
 function noteRefused(s: Session): void {
   s.policy.counters.refused++
-  const log = s.dropLog ??= { dropped: 0, refused: 0, reasons: {}, at: 0 }
+  const log = s.openDropLog()
   log.refused++
   flushDropLog(s, Date.now())
 }

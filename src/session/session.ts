@@ -6,11 +6,15 @@ import type { Delivery, Inflight, Subscription, Will } from './types.ts'
 /** Queued entries read back from the store at a time. */
 const PAGE = 256
 
-/** The part of a queue that lives only in the store (entries with seq > afterSeq). */
-interface Spill {
-  count: number
+/** A session's queue beyond its in-memory head (created with the first queued message or drop). */
+interface QueueState {
+  /** Bytes of every queued message, in memory or only in the store. */
   bytes: number
+  /** Queued entries that live only in the store: those with seq > afterSeq (state queued). */
+  spilled: number
+  spilledBytes: number
   afterSeq: number
+  dropLog: DropLog | null
 }
 
 /**
@@ -34,11 +38,8 @@ export class Session {
   #inflight: Map<number, Inflight> | null = null
   /** The in-memory head of the queue; with a store, the rest may live only there (#spill). */
   #queue: Delivery[] | null = null
-  #spill: Spill | null = null
-  /** Bytes (topic + payload) of every queued message, in memory or only in the store. */
-  queuedBytes = 0
-  /** Drops and refusals not yet logged (created on the first one). */
-  dropLog: DropLog | null = null
+  /** Queue bytes, the part in the store only, the drop log: one field while none of it is used. */
+  #qs: QueueState | null = null
   /** Inbound QoS 2 packet ids that got PUBREC and await PUBREL (created on first use). */
   #qos2: Set<number> | null = null
   /** A will waiting for its Will Delay Interval to pass after the connection ended. */
@@ -71,15 +72,21 @@ export class Session {
 
   /** Replaces the in-memory head (after filtering it); queuedBytes follows. */
   set queue(q: Delivery[]) {
-    let bytes = this.#spill === null ? 0 : this.#spill.bytes
+    const qs = this.#state()
+    let bytes = qs.spilledBytes
     for (let i = 0; i < q.length; i++) bytes += messageSize(q[i]!.msg)
     this.#queue = q
-    this.queuedBytes = bytes
+    qs.bytes = bytes
   }
 
   /** Size of the queue (in memory and in the store), without creating it. */
   get queuedCount(): number {
-    return (this.#queue === null ? 0 : this.#queue.length) + (this.#spill === null ? 0 : this.#spill.count)
+    return (this.#queue === null ? 0 : this.#queue.length) + (this.#qs === null ? 0 : this.#qs.spilled)
+  }
+
+  /** Bytes (topic + payload) of every queued message, in memory or only in the store. */
+  get queuedBytes(): number {
+    return this.#qs === null ? 0 : this.#qs.bytes
   }
 
   /** Queued messages held in memory. */
@@ -89,34 +96,51 @@ export class Session {
 
   /** Bytes of the queued messages held in memory (what a memory budget counts). */
   get headBytes(): number {
-    return this.#spill === null ? this.queuedBytes : this.queuedBytes - this.#spill.bytes
+    return this.#qs === null ? 0 : this.#qs.bytes - this.#qs.spilledBytes
   }
 
   /** Queued messages that live only in the store. */
   get spilledCount(): number {
-    return this.#spill === null ? 0 : this.#spill.count
+    return this.#qs === null ? 0 : this.#qs.spilled
+  }
+
+  /** Drops and refusals not yet logged (null before the first one). */
+  get dropLog(): DropLog | null {
+    return this.#qs === null ? null : this.#qs.dropLog
+  }
+
+  /** The drop log, created on first use. */
+  openDropLog(): DropLog {
+    return this.#state().dropLog ??= { dropped: 0, refused: 0, reasons: {}, at: 0 }
+  }
+
+  #state(): QueueState {
+    return this.#qs ??= { bytes: 0, spilled: 0, spilledBytes: 0, afterSeq: 0, dropLog: null }
   }
 
   /** Appends a delivery to the in-memory head (only while nothing is spilled). */
   pushQueued(d: Delivery, size: number): void {
     this.queue.push(d)
-    this.queuedBytes += size
+    this.#state().bytes += size
   }
 
   /** Counts a delivery written to the store only (d.seq set), after the in-memory head. */
   spillQueued(seq: number, size: number): void {
-    const sp = this.#spill ??= { count: 0, bytes: 0, afterSeq: 0 }
-    if (sp.count === 0) sp.afterSeq = seq - 1
-    sp.count++
-    sp.bytes += size
-    this.queuedBytes += size
+    const qs = this.#state()
+    if (qs.spilled === 0) qs.afterSeq = seq - 1
+    qs.spilled++
+    qs.spilledBytes += size
+    qs.bytes += size
   }
 
   /** Restored at start: the queue is in the store only. */
   restoreSpill(count: number, bytes: number): void {
     if (count === 0) return
-    this.#spill = { count, bytes, afterSeq: 0 }
-    this.queuedBytes += bytes
+    const qs = this.#state()
+    qs.spilled = count
+    qs.spilledBytes = bytes
+    qs.bytes += bytes
+    qs.afterSeq = 0
   }
 
   /** Moves the in-memory head back to the store only (its entries are all written there). */
@@ -125,10 +149,10 @@ export class Session {
     if (q === null || q.length === 0 || this.store === null) return
     const first = q[0]!.seq
     if (!first) return
-    const sp = this.#spill ??= { count: 0, bytes: 0, afterSeq: 0 }
-    sp.afterSeq = first - 1
-    sp.count += q.length
-    sp.bytes = this.queuedBytes
+    const qs = this.#state()
+    qs.afterSeq = first - 1
+    qs.spilled += q.length
+    qs.spilledBytes = qs.bytes
     this.#queue = null
   }
 
@@ -139,43 +163,43 @@ export class Session {
    */
   shiftQueued(): Delivery | undefined {
     let q = this.#queue
-    if ((q === null || q.length === 0) && this.#spill !== null && this.#spill.count > 0) q = this.#readPage()
+    if ((q === null || q.length === 0) && this.#qs !== null && this.#qs.spilled > 0) q = this.#readPage(this.#qs)
     if (q === null || q.length === 0) return undefined
     const d = q.shift()!
-    this.queuedBytes -= messageSize(d.msg)
+    this.#qs!.bytes -= messageSize(d.msg)
     return d
   }
 
   /** Reads every queued entry back into memory (the session stops being written to the store). */
   loadAllQueued(): void {
-    while (this.#spill !== null && this.#spill.count > 0) {
-      const before = this.#spill.count
-      this.#readPage()
-      if (this.#spill.count === before) break
+    const qs = this.#qs
+    while (qs !== null && qs.spilled > 0) {
+      const before = qs.spilled
+      this.#readPage(qs)
+      if (qs.spilled === before) break
     }
   }
 
-  #readPage(): Delivery[] | null {
-    const sp = this.#spill!
+  #readPage(qs: QueueState): Delivery[] | null {
     const store = this.store
     let page
     try {
-      page = store === null ? [] : store.pageQueued(this.clientId, sp.afterSeq, PAGE)
+      page = store === null ? [] : store.pageQueued(this.clientId, qs.afterSeq, PAGE)
     } catch {
       return this.#queue
     }
     const q = this.queue
     for (const e of page) {
       q.push(e.delivery)
-      sp.afterSeq = e.seq
-      sp.bytes -= messageSize(e.delivery.msg)
+      qs.afterSeq = e.seq
+      qs.spilledBytes -= messageSize(e.delivery.msg)
     }
-    sp.count -= page.length
-    if (page.length === 0 || sp.count <= 0) {
+    qs.spilled -= page.length
+    if (page.length === 0 || qs.spilled <= 0) {
       // all read back (or the store has fewer entries than counted): forget any difference
-      this.queuedBytes -= sp.bytes
-      sp.count = 0
-      sp.bytes = 0
+      qs.bytes -= qs.spilledBytes
+      qs.spilled = 0
+      qs.spilledBytes = 0
     }
     return q
   }
