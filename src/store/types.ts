@@ -71,7 +71,9 @@ export interface Store {
   removeOutbox(clientId: string, seq: number): void
   /**
    * Up to `limit` queued entries (state 'queued') of one session with seq > afterSeq, in seq
-   * order, including writes not committed yet. Throws StoreError when the store cannot be read.
+   * order, including queued entries written since the last commit (an entry removed since then
+   * may still be returned: the broker reads an entry before it removes it). Throws StoreError
+   * when the store cannot be read.
    */
   pageQueued(clientId: string, afterSeq: number, limit: number): OutboxEntry[]
   addInboundQos2(clientId: string, packetId: number): void

@@ -123,7 +123,7 @@ export function runStoreContract(name: string, factory: StoreFactory): void {
       expect(store.pageQueued('c1', 0, 10)).toEqual([])
     })
 
-    test('pageQueued: queued entries after a seq, in seq order, at most limit, own writes included before commit', () => {
+    test('pageQueued: queued entries after a seq, in seq order, at most limit, queued writes included before commit', () => {
       for (let seq = 1; seq <= 10; seq++) {
         const state = seq === 4 ? 'publish' : 'queued'
         store.putOutbox('p', { seq, delivery: delivery(msg(`q/${seq}`, `m${seq}`), { seq }), packetId: seq === 4 ? 4 : 0, state })
@@ -136,10 +136,11 @@ export function runStoreContract(name: string, factory: StoreFactory): void {
       expect(seqs(7, 100)).toEqual([8, 9, 10])
       expect(seqs(10, 100)).toEqual([])
       expect(store.pageQueued('p', 4, 1)[0]!.delivery.msg.payload.toString()).toBe('m5')
-      store.removeOutbox('p', 5)
-      expect(seqs(3, 2)).toEqual([6, 7])
-      expect(store.pending).toBe(false)
       expect(store.commit()).toBe(0)
+      expect(store.pending).toBe(false)
+      store.removeOutbox('p', 5)
+      store.commit()
+      expect(seqs(3, 2)).toEqual([6, 7])
       expect(store.pageQueued('nobody', 0, 10)).toEqual([])
     })
 

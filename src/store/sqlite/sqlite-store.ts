@@ -40,6 +40,8 @@ export class SqliteStore implements Store {
   #nextMsgId = 1
   /** Writes dropped (store full) by a commit that pageQueued made: reported by the next commit(). */
   #droppedCarry = 0
+  /** Clients with a queued outbox entry written since the last commit (pageQueued must see it). */
+  #queuedPuts = new Set<string>()
   #lastGc = 0
   #lastCheckpoint = Date.now()
   #s!: Record<string, Statement>
@@ -219,6 +221,7 @@ export class SqliteStore implements Store {
       const margs = [id, msg.topic, msg.payload, msg.qos, msg.retain ? 1 : 0, propsToJson(msg.props), msg.expiresAt, msg.origin] as const
       this.#ops.push(() => ins.run(...margs))
     }
+    if (e.state === 'queued') this.#queuedPuts.add(clientId)
     const d = e.delivery
     const put = this.#s.putOutbox!
     const args = [clientId, e.seq, id, d.qos, d.retain ? 1 : 0, d.subIds === null ? null : JSON.stringify(d.subIds), e.packetId, STATES.indexOf(e.state)] as const
@@ -232,8 +235,8 @@ export class SqliteStore implements Store {
   }
 
   pageQueued(clientId: string, afterSeq: number, limit: number): OutboxEntry[] {
-    // read what was written so far: commit the buffered writes first (a StoreError keeps them buffered)
-    if (this.#ops.length > 0) this.#droppedCarry += this.commit()
+    // read what was queued so far: commit the buffered writes first (a StoreError keeps them buffered)
+    if (this.#queuedPuts.has(clientId)) this.#droppedCarry += this.commit()
     const rows = this.#s.pageQueued!.all(clientId, afterSeq, limit) as OutboxRow[]
     const out: OutboxEntry[] = []
     for (const r of rows) out.push(this.#entry(r, this.#message(r, null)))
@@ -303,6 +306,8 @@ export class SqliteStore implements Store {
         }
       }
     }
+    // every buffered write is applied (or dropped as full): nothing queued is left unread
+    this.#queuedPuts.clear()
     if (now - this.#lastCheckpoint > CHECKPOINT_INTERVAL_MS) {
       this.#lastCheckpoint = now
       try { db.run('PRAGMA wal_checkpoint(PASSIVE)') } catch { /* retried next time */ }
