@@ -135,7 +135,73 @@ describe('drop-oldest and drop-new count and log every drop', () => {
   })
 })
 
+/** A temporary data dir for brokers on the SQLite store; removed by dispose. */
+function sqliteDir(): { env: Record<string, string> } & Disposable {
+  const dir = mkdtempSync(join(tmpdir(), 'vmqtt-queue-'))
+  return { env: { VMQTT_DATA_STORE: 'sqlite', VMQTT_DATA_DIR: dir, VMQTT_DATA_DURABILITY: 'process' }, [Symbol.dispose]: () => rmSync(dir, { recursive: true, force: true }) }
+}
+
 describe('persistent queues with the SQLite store', () => {
+  test('a connected slow consumer: beyond 1,000 messages its queue goes to the store, and everything arrives in order while publishing goes on', async () => {
+    using data = sqliteDir()
+    await using br = await startBroker(data.env)
+    const { c: sub } = await openAccepted(br.port, { ...persistentConnect(5, 'slow'), properties: { sessionExpiry: 60, receiveMaximum: 5 } })
+    sub.send(b.subscribe(1, [{ topic: 'o/#', qos: 1 }], { version: 5 }))
+    await sub.nextOf('suback')
+    const { c: pub } = await openAccepted(br.port, { version: 4, clientId: 'pub' })
+    for (let i = 1; i <= 3000; i++) pub.send(b.publish({ topic: 'o/x', payload: `m${i}`, qos: 1, packetId: i, version: 4 }))
+    for (let i = 1; i <= 3000; i++) expect((await pub.nextOf('puback')).messageId).toBe(i)
+    const s = br.broker.sessions.get('slow')!
+    expect(s.inflightCount).toBe(5)
+    expect(s.headCount).toBeLessThanOrEqual(1000)
+    expect(s.spilledCount).toBe(2995 - s.headCount)
+    // the consumer reads while 500 more arrive
+    for (let i = 3001; i <= 3500; i++) pub.send(b.publish({ topic: 'o/x', payload: `m${i}`, qos: 1, packetId: i, version: 4 }))
+    const got = payloadsOf(await receiveAcked(sub, 5, 3500))
+    expect(got).toEqual(Array.from({ length: 3500 }, (_, i) => `m${i + 1}`))
+    expect(s.queuedCount).toBe(0)
+    for (const c of [pub, sub]) await c.close()
+  })
+
+  test('drop-oldest on a queue in the store: the oldest go, the newest arrive in order, every drop counted', async () => {
+    using data = sqliteDir()
+    await using br = await startBroker({ ...data.env, VMQTT_LIMITS_MAX_QUEUED_MESSAGES: '500', VMQTT_SESSION_QUEUE_OVERFLOW: 'drop-oldest' })
+    await subscribeAndLeave(br.port, 4, 'old', 'k/#')
+    const { c: pub } = await openAccepted(br.port, { version: 4, clientId: 'pub' })
+    for (let i = 1; i <= 1300; i++) pub.send(b.publish({ topic: 'k/x', payload: `m${i}`, qos: 1, packetId: i, version: 4 }))
+    for (let i = 1; i <= 1300; i++) expect((await pub.nextOf('puback')).messageId).toBe(i)
+    expect(br.broker.drops['queue-full-oldest']).toBe(800)
+    const s = br.broker.sessions.get('old')!
+    expect(s.queuedCount).toBe(500)
+    expect(s.headCount).toBeLessThanOrEqual(256) // a page read to find the oldest, not the queue
+    const { c } = await openAccepted(br.port, persistentConnect(4, 'old'))
+    expect(payloadsOf(await receiveAcked(c, 4, 500))).toEqual(Array.from({ length: 500 }, (_, i) => `m${i + 801}`))
+    await c.expectNothing(100)
+    for (const x of [pub, c]) await x.close()
+  })
+
+  test('refuse on a queue in the store: the bound holds across a restart (restored counts), and publishing resumes once the queue drained', async () => {
+    using data = sqliteDir()
+    const env = { ...data.env, VMQTT_LIMITS_MAX_QUEUED_MESSAGES: '300' }
+    {
+      await using br = await startBroker(env)
+      await subscribeAndLeave(br.port, 5, 'bounded', 'f/#')
+      const { c: pub } = await openAccepted(br.port, { version: 5, clientId: 'pub' })
+      for (let i = 1; i <= 300; i++) pub.send(b.publish({ topic: 'f/x', payload: `m${i}`, qos: 1, packetId: i, version: 5 }))
+      for (let i = 1; i <= 300; i++) expect((await pub.nextOf('puback')).messageId).toBe(i)
+      expect(await publishOnce(pub, 5, 'f/x', 'm301', 1, 301)).toBe(QUOTA_EXCEEDED)
+      await pub.close()
+    }
+    await using br = await startBroker(env)
+    const { c: pub } = await openAccepted(br.port, { version: 5, clientId: 'pub' })
+    expect(await publishOnce(pub, 5, 'f/x', 'm301', 1, 1)).toBe(QUOTA_EXCEEDED)
+    const { c } = await openAccepted(br.port, persistentConnect(5, 'bounded'))
+    expect(payloadsOf(await receiveAcked(c, 5, 300))).toEqual(Array.from({ length: 300 }, (_, i) => `m${i + 1}`))
+    expect(await publishOnce(pub, 5, 'f/x', 'm301', 1, 2)).toBe(0)
+    expect(payloadsOf(await receiveAcked(c, 5, 1))).toEqual(['m301'])
+    for (const x of [pub, c]) await x.close()
+  })
+
   test('the defaults keep a subscriber offline for 10 minutes at 1,000 msgs/s of 100-byte payloads (600,000 messages), and refuse rather than drop', () => {
     const c = loadConfig({ env: {} })
     expect(c.limits.maxQueuedMessages).toBeGreaterThanOrEqual(600_000)
@@ -144,10 +210,10 @@ describe('persistent queues with the SQLite store', () => {
   })
 
   test('an offline session\'s queue is not held in memory: it stays in the store (also across a restart) and comes back in pages, in order', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'vmqtt-queue-'))
-    const env = { VMQTT_DATA_STORE: 'sqlite', VMQTT_DATA_DIR: dir, VMQTT_DATA_DURABILITY: 'process' }
+    using data = sqliteDir()
+    const env = data.env
     const N = 2500
-    try {
+    {
       {
         await using br = await startBroker(env)
         await subscribeAndLeave(br.port, 4, 'pager', 'p/#')
@@ -174,8 +240,6 @@ describe('persistent queues with the SQLite store', () => {
       expect(s.queuedCount).toBe(0)
       expect(s.queuedBytes).toBe(0)
       await c.close()
-    } finally {
-      rmSync(dir, { recursive: true, force: true })
     }
   })
 })
