@@ -60,8 +60,23 @@ function fits(s: Session, p: QueuePolicy, durable: boolean, size: number): boole
   return n < (durable ? p.maxQueued : p.maxQueuedMem) && (n === 0 || s.queuedBytes + size <= (durable ? p.maxQueuedBytes : p.maxQueuedBytesMem))
 }
 
+/**
+ * Drops the expired messages at the front of a full queue (the part in the store is swept only
+ * as it is read back: messages usually expire in the order they were queued).
+ */
+function dropExpiredFront(s: Session): void {
+  const now = Date.now()
+  for (let d = s.peekQueued(); d !== undefined && d.msg.expiresAt > 0 && d.msg.expiresAt <= now; d = s.peekQueued()) {
+    s.shiftQueued()
+    unpersist(s, d)
+    countDrop(s.policy, 'expired')
+  }
+}
+
 /** A full queue: drop-oldest drops from its head until the new message fits; else it is dropped. */
 function makeRoom(s: Session, p: QueuePolicy, durable: boolean, d: Delivery, size: number): boolean {
+  dropExpiredFront(s)
+  if (fits(s, p, durable, size)) return true
   const byCount = s.queuedCount >= (durable ? p.maxQueued : p.maxQueuedMem)
   if (p.overflow === 'drop-oldest') {
     while (s.queuedCount > 0 && !fits(s, p, durable, size)) {
@@ -80,7 +95,10 @@ function makeRoom(s: Session, p: QueuePolicy, durable: boolean, d: Delivery, siz
 function hasRoom(s: Session, size: number): boolean {
   const conn = s.connection
   if (conn !== null && s.queuedCount === 0 && s.inflightCount < window(conn)) return true
-  return fits(s, s.policy, s.store !== null, size)
+  const durable = s.store !== null
+  if (fits(s, s.policy, durable, size)) return true
+  dropExpiredFront(s)
+  return fits(s, s.policy, durable, size)
 }
 
 /**

@@ -162,12 +162,23 @@ export class Session {
    * (the entries stay counted and are read on a later try).
    */
   shiftQueued(): Delivery | undefined {
-    let q = this.#queue
-    if ((q === null || q.length === 0) && this.#qs !== null && this.#qs.spilled > 0) q = this.#readPage(this.#qs)
-    if (q === null || q.length === 0) return undefined
+    const q = this.#front()
+    if (q === null) return undefined
     const d = q.shift()!
     this.#qs!.bytes -= messageSize(d.msg)
     return d
+  }
+
+  /** The oldest queued delivery, left in place (read from the store like shiftQueued). */
+  peekQueued(): Delivery | undefined {
+    return this.#front()?.[0]
+  }
+
+  /** The in-memory head with at least one delivery (a page read when needed), or null. */
+  #front(): Delivery[] | null {
+    let q = this.#queue
+    if ((q === null || q.length === 0) && this.#qs !== null && this.#qs.spilled > 0) q = this.#readPage(this.#qs)
+    return q === null || q.length === 0 ? null : q
   }
 
   /** Reads every queued entry back into memory (the session stops being written to the store). */

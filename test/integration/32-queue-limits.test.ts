@@ -202,6 +202,31 @@ describe('persistent queues with the SQLite store', () => {
     for (const x of [pub, c]) await x.close()
   })
 
+  test('expired messages at the front of a full queue in the store make room (counted as expired), so they do not refuse publishers', async () => {
+    using data = sqliteDir()
+    // the broker's $SYS/broker/uptime ticks (once a second) are the clock: no sleep
+    await using br = await startBroker({ ...data.env, VMQTT_LIMITS_MAX_QUEUED_MESSAGES: '3', VMQTT_SYS_INTERVAL: '1' })
+    await subscribeAndLeave(br.port, 5, 'stale', 'e/#')
+    const { c: pub } = await openAccepted(br.port, { version: 5, clientId: 'pub' })
+    pub.send(b.subscribe(1, [{ topic: '$SYS/broker/uptime', qos: 0 }], { version: 5 }))
+    await pub.nextOf('suback')
+    for (let i = 1; i <= 3; i++) {
+      pub.send(b.publish({ topic: 'e/x', payload: `old${i}`, qos: 1, packetId: i, version: 5, properties: { messageExpiry: 1 } }))
+      expect((await pub.nextOf('puback')).messageId).toBe(i)
+    }
+    expect(await publishOnce(pub, 5, 'e/x', 'new', 1, 4)).toBe(QUOTA_EXCEEDED)
+    for (let ticks = 0; ticks < 2;) {
+      const p = await pub.nextOf('publish', 2500)
+      if (p.cmd === 'publish' && !p.retain) ticks++
+    }
+    expect(await publishOnce(pub, 5, 'e/x', 'new', 1, 5)).toBe(0)
+    expect(br.broker.drops.expired).toBe(3)
+    const { c } = await openAccepted(br.port, persistentConnect(5, 'stale'))
+    expect(payloadsOf(await receiveAcked(c, 5, 1))).toEqual(['new'])
+    await c.expectNothing(100)
+    for (const x of [pub, c]) await x.close()
+  })
+
   test('the defaults keep a subscriber offline for 10 minutes at 1,000 msgs/s of 100-byte payloads (600,000 messages), and refuse rather than drop', () => {
     const c = loadConfig({ env: {} })
     expect(c.limits.maxQueuedMessages).toBeGreaterThanOrEqual(600_000)
