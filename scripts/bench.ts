@@ -94,7 +94,7 @@ else if (canPin() && pinSelf(GEN_CORE)) pinNote = `brokers pinned to core ${BROK
 else pinNote = 'no CPU pinning: `taskset` (util-linux) missing or fewer than 2 cores'
 notes.push(pinNote)
 notes.push('msgs/s counts deliveries at the subscribers; cells are median (min-max) of the runs; latency from send time stamped in the payload; "cpu" fields in the JSON lines say which side was busy.')
-notes.push('Mosquitto runs with max_inflight_messages 100 and max_queued_messages 1000 (vmqtt\'s limits.maxInflight and limits.maxQueuedMessages defaults); persistent: persistence true, autosave_interval 1.')
+notes.push('Mosquitto runs with max_inflight_messages 100 (vmqtt\'s limits.maxInflight default) and max_queued_messages 1000; persistent: persistence true, autosave_interval 1.')
 
 const mosq = defs.find((d) => d.id === 'mosquitto')!
 const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)

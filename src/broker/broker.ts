@@ -1,11 +1,12 @@
 import { createAdminApp } from '../admin/app.ts'
 import { Security } from '../auth/security.ts'
-import type { Config } from '../config/schema.ts'
+import { QUEUE_DEFAULTS, type Config } from '../config/schema.ts'
 import type { Message } from '../codec/message.ts'
 import { compactMessage } from '../codec/slab.ts'
 import { RC } from '../codec/reason-codes.ts'
 import { createLogger, type Logger, type LogLevel } from '../log.ts'
-import { Session, type QueuePolicy } from '../session/session.ts'
+import { Session } from '../session/session.ts'
+import { dropCounters, type DropCounters, type QueuePolicy } from '../session/queue-policy.ts'
 import type { Subscription } from '../session/types.ts'
 import { MemoryStore } from '../store/memory.ts'
 import { SqliteStore } from '../store/sqlite/sqlite-store.ts'
@@ -38,7 +39,10 @@ export interface BrokerStats {
   msgsOut: number
   bytesIn: number
   bytesOut: number
+  /** Messages dropped, all reasons (by reason: Broker.drops). */
   dropped: number
+  /** QoS 1/2 PUBLISH not acknowledged because a matching session's queue was full (refuse). */
+  refused: number
   connectionsTotal: number
   /** Commits that had to drop writes because the store was full. */
   storeFull: number
@@ -65,7 +69,9 @@ export class Broker {
   readonly authMethods: Map<string, EnhancedAuth>
   /** Authentication chain, ACL and audit log (built from the config in start()). */
   security: Security | null = null
-  readonly stats: BrokerStats = { msgsIn: 0, msgsOut: 0, bytesIn: 0, bytesOut: 0, dropped: 0, connectionsTotal: 0, storeFull: 0, commits: 0, retainedRefused: 0 }
+  readonly stats: BrokerStats = { msgsIn: 0, msgsOut: 0, bytesIn: 0, bytesOut: 0, dropped: 0, refused: 0, connectionsTotal: 0, storeFull: 0, commits: 0, retainedRefused: 0 }
+  /** Dropped messages by reason (queue bounds, slow consumers, expiry, oversize). */
+  readonly drops: DropCounters = dropCounters()
   readonly sessions = new Map<string, Session>()
   /** Which user owns which session, and how many each holds (ownership.ts). */
   readonly sessionOwners = new SessionOwners()
@@ -101,8 +107,10 @@ export class Broker {
   }
   #closing = false
 
-  /** The offline-queue policy all sessions share (made from the config on first use). */
+  /** The queue policy all sessions share (made from the config on first use). */
   #queuePolicy: QueuePolicy | null = null
+  /** session.queueOverflow is refuse: a QoS 1/2 PUBLISH is acknowledged only when every queue has room. */
+  readonly refuseFull: boolean
 
   constructor(config: Readonly<Config>, opts: BrokerOptions = {}) {
     this.config = config
@@ -112,6 +120,12 @@ export class Broker {
     this.store = opts.store ?? createStore(config)
     this.authMethods = opts.authMethods ?? new Map()
     this.commits = new GroupCommit(this)
+    this.refuseFull = config.session.queueOverflow === 'refuse'
+  }
+
+  /** Bounds and overflow policy of session queues, with the counters their drops add to. */
+  get queuePolicy(): QueuePolicy {
+    return this.#queuePolicy ??= queuePolicy(this)
   }
 
   /** Group commit of store writes; acknowledgements wait on it. */
@@ -254,12 +268,7 @@ export class Broker {
 
   createSession(clientId: string, version: 3 | 4 | 5): Session {
     const s = new Session(clientId, version)
-    s.policy = this.#queuePolicy ??= {
-      maxQueued: this.config.limits.maxQueuedMessages,
-      queueQos0: this.config.session.queueQos0,
-      dropNew: this.config.session.queueOverflow === 'drop-new',
-      counters: this.stats,
-    }
+    s.policy = this.queuePolicy
     this.sessions.set(clientId, s)
     return s
   }
@@ -314,6 +323,12 @@ export class Broker {
     return route(this, msg)
   }
 
+  /** A client's QoS 1/2 PUBLISH awaiting its acknowledgement: -1 when refused (queue full, refuse policy). */
+  publishAcked(msg: Message): number {
+    this.stats.msgsIn++
+    return route(this, msg, this.refuseFull && msg.qos > 0)
+  }
+
   deliverTo(s: Session, d: Parameters<typeof deliver>[2]): void {
     deliver(s, s.connection ?? undefined, d)
   }
@@ -347,6 +362,8 @@ export class Broker {
     else {
       // unacknowledged messages wait for the client to come back (slab.ts)
       if (s.inflightCount > 0) for (const f of s.inflight.values()) compactMessage(f.delivery.msg)
+      // an away client's queue lives in the store only (queue.ts)
+      s.evictHead()
       this.saveSession(s)
     }
     this.log.debug('client disconnected', { clientId: conn.clientId })
@@ -405,6 +422,19 @@ export class Broker {
     this.commits.flush()
     this.security?.close()
     await this.store.close()
+  }
+}
+
+/** Queue bounds by store: with the memory store the defaults are smaller (QUEUE_DEFAULTS). */
+function queuePolicy(broker: Broker): QueuePolicy {
+  const lim = broker.config.limits
+  const msgs = lim.maxQueuedMessages, bytes = lim.maxQueuedBytes
+  const memMsgs = msgs === QUEUE_DEFAULTS.messages ? QUEUE_DEFAULTS.memoryMessages : msgs
+  const memBytes = bytes === QUEUE_DEFAULTS.bytes ? QUEUE_DEFAULTS.memoryBytes : bytes
+  return {
+    maxQueued: msgs, maxQueuedBytes: bytes, maxQueuedMem: memMsgs, maxQueuedBytesMem: memBytes,
+    queueQos0: broker.config.session.queueQos0, overflow: broker.config.session.queueOverflow,
+    counters: broker.stats, drops: broker.drops, warn: (m, f) => broker.log.warn(m, f),
   }
 }
 

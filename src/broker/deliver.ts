@@ -1,17 +1,14 @@
 import type { QoS } from 'mqtt-packet'
 import type { Message } from '../codec/message.ts'
 import { encodePublish } from '../codec/publish.ts'
-import { compactMessage } from '../codec/slab.ts'
 import type { Session } from '../session/session.ts'
 import type { Delivery } from '../session/types.ts'
 import type { Connection } from './connection.ts'
 import { qos0DropBytes } from './limits.ts'
 import { mayRead } from './read-access.ts'
+import { countDrop, enqueue, noteDrop, persist, unpersist, window } from './queue.ts'
 
-/** The inflight window towards this connection: its Receive Maximum capped by our config. */
-export function window(conn: Connection): number {
-  return Math.min(conn.clientReceiveMaximum, conn.broker.config.limits.maxInflight)
-}
+export { persist, unpersist, window }
 
 export function isExpired(d: Delivery, now: number): boolean {
   return d.msg.expiresAt > 0 && d.msg.expiresAt <= now
@@ -41,33 +38,8 @@ export function deliver(session: Session, conn: Connection | undefined, d: Deliv
 export function sendQos0(conn: Connection, msg: Message, retain: boolean, subIds: number[] | null): void {
   // a slow consumer loses QoS 0 messages beyond a quarter of limits.maxPendingBytes (it is
   // disconnected only when QoS 1/2 output takes it past the whole cap, connection.ts)
-  if (conn.pendingBytes > qos0DropBytes(conn.broker.config.limits.maxPendingBytes)) { conn.broker.stats.dropped++; return }
+  if (conn.pendingBytes > qos0DropBytes(conn.broker.config.limits.maxPendingBytes)) { noteDrop(conn.session!, 'qos0-slow-consumer'); return }
   writePublish(conn, msg, 0, retain, subIds, 0, false)
-}
-
-/** Writes a delivery to the session's durable outbox (persistent sessions only). */
-export function persist(session: Session, d: Delivery, packetId: number, state: 'queued' | 'publish' | 'pubrel'): void {
-  const store = session.store
-  if (store === null) return
-  if (!d.seq) d.seq = session.nextSeq++
-  store.putOutbox(session.clientId, { seq: d.seq, delivery: d, packetId, state })
-}
-
-/** Removes a delivery from the durable outbox once it is done with. */
-export function unpersist(session: Session, d: Delivery): void {
-  if (session.store !== null && d.seq) session.store.removeOutbox(session.clientId, d.seq)
-}
-
-function enqueue(session: Session, d: Delivery): void {
-  if (session.queue.length >= session.policy.maxQueued) {
-    session.policy.counters.dropped++
-    if (session.policy.dropNew || session.queue.length === 0) return
-    unpersist(session, session.queue.shift()!)
-  }
-  // a queued message may wait long: not as a view that holds a whole slab or read buffer
-  compactMessage(d.msg)
-  session.queue.push(d)
-  persist(session, d, 0, 'queued')
 }
 
 /** Assigns a packet id, records the message as inflight and sends it. */
@@ -84,10 +56,13 @@ export function drainQueue(conn: Connection, session: Session): void {
   if (session.queuedCount === 0) return
   const now = Date.now()
   const win = window(conn)
-  while (session.queue.length > 0 && session.inflight.size < win) {
-    const d = session.queue.shift()!
-    // expired, or no longer readable by this client (another user, or the rules changed)
-    if (isExpired(d, now) || (session.reader !== null && !mayRead(conn.broker, session, d.msg.topic))) { unpersist(session, d); continue }
+  while (session.queuedCount > 0 && session.inflight.size < win) {
+    // the next page comes from the store when the in-memory head is empty (queue.ts)
+    const d = session.shiftQueued()
+    if (d === undefined) break
+    if (isExpired(d, now)) { unpersist(session, d); countDrop(session.policy, 'expired'); continue }
+    // no longer readable by this client (another user, or the rules changed)
+    if (session.reader !== null && !mayRead(conn.broker, session, d.msg.topic)) { unpersist(session, d); continue }
     if (d.qos === 0) { writePublish(conn, d.msg, 0, d.retain, d.subIds, 0, false); unpersist(session, d) }
     else sendInflight(conn, session, d)
   }
@@ -116,7 +91,7 @@ export function writePublish(conn: Connection, msg: Message, qos: QoS, retain: b
   let expiry = -1
   if (msg.expiresAt > 0) {
     // [MQTT-3.3.2-6] the Message Expiry Interval sent is the time remaining
-    if (msg.expiresAt <= now) return false
+    if (msg.expiresAt <= now) { countDrop(conn.session!.policy, 'expired'); return false }
     expiry = Math.ceil((msg.expiresAt - now) / 1000)
   }
   const v5 = conn.v5
@@ -129,7 +104,7 @@ export function writePublish(conn: Connection, msg: Message, qos: QoS, retain: b
       msg.cache ??= [undefined, undefined, undefined, undefined]
       msg.cache[key] = bytes
     }
-    if (bytes.length > conn.clientMaxPacketSize) return false
+    if (bytes.length > conn.clientMaxPacketSize) { countDrop(conn.session!.policy, 'too-large'); return false }
     conn.broker.stats.msgsOut++
     conn.send(bytes)
     return true
@@ -143,7 +118,7 @@ export function writePublish(conn: Connection, msg: Message, qos: QoS, retain: b
     else if (aliases.size < conn.clientTopicAliasMax) alias = aliases.size + 1
   }
   const bytes = encodePublish({ topic, payload: msg.payload, qos, retain, dup, packetId, props: v5 ? msg.props : null, expiry: v5 ? expiry : -1, topicAlias: alias, subIds: v5 ? subIds : null }, v5)
-  if (bytes.length > conn.clientMaxPacketSize) return false
+  if (bytes.length > conn.clientMaxPacketSize) { countDrop(conn.session!.policy, 'too-large'); return false }
   if (alias > 0 && topic !== '') conn.aliasesOut!.set(topic, alias)
   conn.broker.stats.msgsOut++
   conn.send(bytes)

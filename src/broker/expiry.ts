@@ -1,6 +1,7 @@
 import { RC } from '../codec/reason-codes.ts'
 import type { Broker } from './broker.ts'
-import { isExpired, unpersist } from './deliver.ts'
+import { drainQueue, isExpired, unpersist } from './deliver.ts'
+import { countDrop, flushDropLog } from './queue.ts'
 import { packetTimedOut, pruneAddresses } from './limits.ts'
 import { publishWill } from './will.ts'
 
@@ -43,6 +44,9 @@ export function sweep(broker: Broker): void {
     }
   }
   for (const s of broker.sessions.values()) {
+    if (s.dropLog !== null) flushDropLog(s, now)
+    // a page of the queue that could not be read from the store (queue.ts): try again
+    if (s.connection !== null && s.inflightCount === 0 && s.queuedCount > 0) drainQueue(s.connection, s)
     if (s.disconnectedAt === 0) continue
     if (s.pendingWill !== null && s.pendingWillAt <= now) {
       const w = s.pendingWill
@@ -55,10 +59,11 @@ export function sweep(broker: Broker): void {
       broker.endSession(s)
       continue
     }
-    if (s.queuedCount > 0) {
+    if (s.headCount > 0) {
       s.queue = s.queue.filter((d) => {
         if (!isExpired(d, now)) return true
         unpersist(s, d)
+        countDrop(s.policy, 'expired')
         return false
       })
     }

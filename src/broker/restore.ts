@@ -9,7 +9,7 @@ import { publishWill } from './will.ts'
  */
 export function restore(broker: Broker): void {
   const now = Date.now()
-  const { sessions, outbox, inboundQos2 } = broker.store.load()
+  const { sessions, outbox, queued, inboundQos2 } = broker.store.load()
   const willsNow: Parameters<typeof publishWill>[1][] = []
   for (const rec of sessions) {
     const s = broker.createSession(rec.clientId, rec.version)
@@ -21,11 +21,13 @@ export function restore(broker: Broker): void {
     for (const sub of rec.subscriptions) broker.addSubscription(s, sub)
     for (const e of outbox.get(rec.clientId) ?? []) {
       if (e.seq >= s.nextSeq) s.nextSeq = e.seq + 1
-      if (e.packetId > 0 && e.state !== 'queued') {
-        s.inflight.set(e.packetId, { packetId: e.packetId, delivery: e.delivery, state: e.state })
-      } else {
-        s.queue.push(e.delivery)
-      }
+      s.inflight.set(e.packetId, { packetId: e.packetId, delivery: e.delivery, state: e.state as 'publish' | 'pubrel' })
+    }
+    // the queue stays in the store: read in pages when the client is back (Session.shiftQueued)
+    const q = queued.get(rec.clientId)
+    if (q !== undefined) {
+      if (q.lastSeq >= s.nextSeq) s.nextSeq = q.lastSeq + 1
+      s.restoreSpill(q.count, q.bytes)
     }
     for (const id of inboundQos2.get(rec.clientId) ?? []) s.addQos2(id)
     if (rec.will !== null) {
@@ -45,7 +47,7 @@ export function restore(broker: Broker): void {
   if (sessions.length > 0) {
     broker.log.info('sessions restored', {
       sessions: sessions.length,
-      queued: [...outbox.values()].reduce((a, l) => a + l.length, 0),
+      queued: [...queued.values()].reduce((a, q) => a + q.count, 0),
       retained: broker.store.retainedCount(),
     })
   }

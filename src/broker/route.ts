@@ -4,6 +4,7 @@ import type { Delivery, Subscription } from '../session/types.ts'
 import type { Broker } from './broker.ts'
 import { sendQos0 } from './deliver.ts'
 import { readableFlags } from './read-access.ts'
+import { membersWithRoom, roomForAll } from './queue.ts'
 
 const MATCH_CACHE_MAX = 10_000
 
@@ -34,11 +35,13 @@ function matches(broker: Broker, topic: string): Match {
  * give one delivery with the highest QoS and every Subscription Identifier [MQTT-3.3.4-2]
  * [MQTT-3.3.4-3]; each shared group gives one delivery to one member [MQTT-4.8.2-2].
  */
-export function route(broker: Broker, msg: Message): number {
+export function route(broker: Broker, msg: Message, refuseFull = false): number {
   const m = matches(broker, msg.topic)
   const list = m.subs
   if (list.length === 0) return 0
   const readable = m.readable
+  // session.queueOverflow=refuse: to every matching session that may read it, or to none (queue.ts)
+  if (refuseFull && !roomForAll(broker.sessions, list, readable, msg)) return -1
   let single: Subscription | null = null
   let many: Map<string, Delivery> | null = null
   let groups: Map<string, Subscription[]> | null = null
@@ -111,6 +114,7 @@ function send(broker: Broker, clientId: string, d: Delivery): number {
 
 /** Picks one member of a shared group, preferring connected ones; round robin or random. */
 function sendShared(broker: Broker, key: string, members: Subscription[], msg: Message): number {
+  if (broker.refuseFull && msg.qos > 0) members = membersWithRoom(broker.sessions, members, msg)
   const online = members.filter((m) => broker.isOnline(m.clientId))
   const pool = online.length > 0 ? online : members
   let i: number

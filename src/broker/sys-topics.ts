@@ -1,5 +1,6 @@
 import pkg from '../../package.json' with { type: 'json' }
 import type { Message } from '../codec/message.ts'
+import { DROP_REASONS } from '../session/queue-policy.ts'
 import type { Broker } from './broker.ts'
 import { route } from './route.ts'
 
@@ -21,6 +22,8 @@ export function publishSys(broker: Broker): void {
     ['messages/received', st.msgsIn],
     ['messages/sent', st.msgsOut],
     ['messages/dropped', st.dropped],
+    ...DROP_REASONS.map((r): [string, number] => [`messages/dropped/${r}`, broker.drops[r]]),
+    ['messages/refused', st.refused],
     ['bytes/received', st.bytesIn],
     ['bytes/sent', st.bytesOut],
   ]

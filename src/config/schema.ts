@@ -18,6 +18,16 @@ const tristate = () => v.optional(v.pipe(
 ), 'auto')
 const oneOf = <const T extends readonly [string, ...string[]]>(values: T, def: T[number]) => v.optional(v.picklist(values), def)
 
+/**
+ * Default bounds of a session queue. With the SQLite store a persistent session's queue lives on
+ * disk: 10 minutes away at 1,000 msgs/s of 100-byte payloads (600,000 messages, ~80 MB with
+ * topics) fit. Queues held in memory (memory store, sessions that end with their connection)
+ * use the smaller memory* values while the keys are left at these defaults.
+ */
+export const QUEUE_DEFAULTS = {
+  messages: 1_000_000, bytes: 256 * 1024 * 1024, memoryMessages: 100_000, memoryBytes: 32 * 1024 * 1024,
+} as const
+
 export const ConfigSchema = v.strictObject({
   mqtt: v.optional(v.strictObject({
     /** Interface the MQTT TCP listener binds to. */
@@ -157,8 +167,10 @@ export const ConfigSchema = v.strictObject({
     receiveMaximum: int(1, 65535, 1024),
     /** Unacknowledged QoS 1/2 messages we send to one client at once (also capped by its Receive Maximum). */
     maxInflight: int(1, 65535, 100),
-    /** Messages queued per session (offline or beyond the inflight window). */
-    maxQueuedMessages: int(0, 10_000_000, 1000),
+    /** Messages queued per session (offline or beyond the inflight window); memory-held queues: 100,000 while at the default. */
+    maxQueuedMessages: int(0, 100_000_000, QUEUE_DEFAULTS.messages),
+    /** Bytes (topic + payload) queued per session; memory-held queues: 32 MiB while at the default. */
+    maxQueuedBytes: int(0, 1_000_000_000_000, QUEUE_DEFAULTS.bytes),
     /** Retained messages kept broker-wide; a new topic beyond this is not retained. */
     maxRetainedMessages: int(0, 100_000_000, 1_000_000),
     /** Bytes of retained messages (topics + payloads) kept broker-wide, in memory and in the store
@@ -192,8 +204,8 @@ export const ConfigSchema = v.strictObject({
   session: v.optional(v.strictObject({
     /** Queue QoS 0 messages for offline persistent sessions too. */
     queueQos0: bool(false),
-    /** What a full queue does with a new message. */
-    queueOverflow: oneOf(['drop-oldest', 'drop-new'], 'drop-oldest'),
+    /** A full queue: refuse the QoS 1/2 PUBLISH (not acknowledged), or drop the oldest or the new message. */
+    queueOverflow: oneOf(['refuse', 'drop-oldest', 'drop-new'], 'refuse'),
     /** Session expiry (s) for MQTT 3.x clients with clean session 0; 0 = never expire. */
     v3Expiry: int(0, 4_294_967_295, 0),
     /** Let a client take over the session of its client id when that session belongs to another

@@ -1,19 +1,22 @@
 import type { Connection } from '../broker/connection.ts'
 import type { Reader } from '../broker/read-access.ts'
 import type { Store } from '../store/types.ts'
+import { DEFAULT_POLICY, messageSize, type DropLog, type QueuePolicy } from './queue-policy.ts'
 import type { Delivery, Inflight, Subscription, Will } from './types.ts'
 
-/** How a session's offline queue behaves (from config), and the counter its drops add to. */
-export interface QueuePolicy {
-  maxQueued: number
-  /** QoS 0 messages are queued for offline sessions too. */
-  queueQos0: boolean
-  /** A full queue drops the new message (else the oldest). */
-  dropNew: boolean
-  counters: { dropped: number }
-}
+/** Queued entries read back from the store at a time. */
+const PAGE = 256
 
-const DEFAULT_POLICY: QueuePolicy = { maxQueued: 1000, queueQos0: false, dropNew: false, counters: { dropped: 0 } }
+/** A session's queue beyond its in-memory head (created with the first queued message or drop). */
+interface QueueState {
+  /** Bytes of every queued message, in memory or only in the store. */
+  bytes: number
+  /** Queued entries that live only in the store: those with seq > afterSeq (state queued). */
+  spilled: number
+  spilledBytes: number
+  afterSeq: number
+  dropLog: DropLog | null
+}
 
 /**
  * The state the broker keeps for one client id: subscriptions, inflight window, offline
@@ -34,7 +37,10 @@ export class Session {
   #subs: Map<string, Subscription> | null = null
   /** Created on first use: an idle client has neither inflight messages nor a queue. */
   #inflight: Map<number, Inflight> | null = null
+  /** The in-memory head of the queue; with a store, the rest may live only there (#spill). */
   #queue: Delivery[] | null = null
+  /** Queue bytes, the part in the store only, the drop log: one field while none of it is used. */
+  #qs: QueueState | null = null
   /** Inbound QoS 2 packet ids that got PUBREC and await PUBREL (created on first use). */
   #qos2: Set<number> | null = null
   /** A will waiting for its Will Delay Interval to pass after the connection ended. */
@@ -65,18 +71,155 @@ export class Session {
     return this.#inflight ??= new Map()
   }
 
-  /** Deliveries waiting for the client or for room in the inflight window. */
+  /** The in-memory head of the queue: deliveries waiting for the client or for room in the
+   * inflight window. The rest of a long queue of a persistent session is in the store. */
   get queue(): Delivery[] {
     return this.#queue ??= []
   }
 
+  /** Replaces the in-memory head (after filtering it); queuedBytes follows. */
   set queue(q: Delivery[]) {
+    const qs = this.#state()
+    let bytes = qs.spilledBytes
+    for (let i = 0; i < q.length; i++) bytes += messageSize(q[i]!.msg)
     this.#queue = q
+    qs.bytes = bytes
   }
 
-  /** Size of the queue, without creating it. */
+  /** Size of the queue (in memory and in the store), without creating it. */
   get queuedCount(): number {
+    return (this.#queue === null ? 0 : this.#queue.length) + (this.#qs === null ? 0 : this.#qs.spilled)
+  }
+
+  /** Bytes (topic + payload) of every queued message, in memory or only in the store. */
+  get queuedBytes(): number {
+    return this.#qs === null ? 0 : this.#qs.bytes
+  }
+
+  /** Queued messages held in memory. */
+  get headCount(): number {
     return this.#queue === null ? 0 : this.#queue.length
+  }
+
+  /** Bytes of the queued messages held in memory (what a memory budget counts). */
+  get headBytes(): number {
+    return this.#qs === null ? 0 : this.#qs.bytes - this.#qs.spilledBytes
+  }
+
+  /** Queued messages that live only in the store. */
+  get spilledCount(): number {
+    return this.#qs === null ? 0 : this.#qs.spilled
+  }
+
+  /** Drops and refusals not yet logged (null before the first one). */
+  get dropLog(): DropLog | null {
+    return this.#qs === null ? null : this.#qs.dropLog
+  }
+
+  /** The drop log, created on first use. */
+  openDropLog(): DropLog {
+    return this.#state().dropLog ??= { dropped: 0, refused: 0, reasons: {}, at: 0 }
+  }
+
+  #state(): QueueState {
+    return this.#qs ??= { bytes: 0, spilled: 0, spilledBytes: 0, afterSeq: 0, dropLog: null }
+  }
+
+  /** Appends a delivery to the in-memory head (only while nothing is spilled). */
+  pushQueued(d: Delivery, size: number): void {
+    this.queue.push(d)
+    this.#state().bytes += size
+  }
+
+  /** Counts a delivery written to the store only (d.seq set), after the in-memory head. */
+  spillQueued(seq: number, size: number): void {
+    const qs = this.#state()
+    if (qs.spilled === 0) qs.afterSeq = seq - 1
+    qs.spilled++
+    qs.spilledBytes += size
+    qs.bytes += size
+  }
+
+  /** Restored at start: the queue is in the store only. */
+  restoreSpill(count: number, bytes: number): void {
+    if (count === 0) return
+    const qs = this.#state()
+    qs.spilled = count
+    qs.spilledBytes = bytes
+    qs.bytes += bytes
+    qs.afterSeq = 0
+  }
+
+  /** Moves the in-memory head back to the store only (its entries are all written there). */
+  evictHead(): void {
+    const q = this.#queue
+    if (q === null || q.length === 0 || this.store === null) return
+    const first = q[0]!.seq
+    if (!first) return
+    const qs = this.#state()
+    qs.afterSeq = first - 1
+    qs.spilled += q.length
+    qs.spilledBytes = qs.bytes
+    this.#queue = null
+  }
+
+  /**
+   * Takes the oldest queued delivery, reading the next page from the store when the in-memory
+   * head is empty. Undefined when the queue is empty, or when the store cannot be read now
+   * (the entries stay counted and are read on a later try).
+   */
+  shiftQueued(): Delivery | undefined {
+    const q = this.#front()
+    if (q === null) return undefined
+    const d = q.shift()!
+    this.#qs!.bytes -= messageSize(d.msg)
+    return d
+  }
+
+  /** The oldest queued delivery, left in place (read from the store like shiftQueued). */
+  peekQueued(): Delivery | undefined {
+    return this.#front()?.[0]
+  }
+
+  /** The in-memory head with at least one delivery (a page read when needed), or null. */
+  #front(): Delivery[] | null {
+    let q = this.#queue
+    if ((q === null || q.length === 0) && this.#qs !== null && this.#qs.spilled > 0) q = this.#readPage(this.#qs)
+    return q === null || q.length === 0 ? null : q
+  }
+
+  /** Reads every queued entry back into memory (the session stops being written to the store). */
+  loadAllQueued(): void {
+    const qs = this.#qs
+    while (qs !== null && qs.spilled > 0) {
+      const before = qs.spilled
+      this.#readPage(qs)
+      if (qs.spilled === before) break
+    }
+  }
+
+  #readPage(qs: QueueState): Delivery[] | null {
+    const store = this.store
+    let page
+    try {
+      page = store === null ? [] : store.pageQueued(this.clientId, qs.afterSeq, PAGE)
+    } catch {
+      return this.#queue
+    }
+    const q = this.queue
+    for (const e of page) {
+      q.push(e.delivery)
+      qs.afterSeq = e.seq
+      qs.spilledBytes -= messageSize(e.delivery.msg)
+    }
+    qs.spilled -= page.length
+    if (page.length === 0 || qs.spilled <= 0) {
+      // all read back (or the store has fewer entries than counted): forget any difference
+      qs.bytes -= qs.spilledBytes
+      qs.spilled = 0
+      qs.spilledBytes = 0
+    }
+    return q
   }
 
   /** Size of the inflight window, without creating it. */

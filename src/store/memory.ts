@@ -1,6 +1,7 @@
 import type { Message } from '../codec/message.ts'
 import { TopicTree } from '../topic/topic-tree.ts'
-import { retainedSize, type OutboxEntry, type Restored, type SessionRecord, type Store } from './types.ts'
+import { messageSize } from '../session/queue-policy.ts'
+import { retainedSize, type OutboxEntry, type QueuedSummary, type Restored, type SessionRecord, type Store } from './types.ts'
 
 /** Keeps everything in process memory: fast, and gone when the process ends. */
 export class MemoryStore implements Store {
@@ -71,6 +72,14 @@ export class MemoryStore implements Store {
     this.#outbox.get(clientId)?.delete(seq)
   }
 
+  pageQueued(clientId: string, afterSeq: number, limit: number): OutboxEntry[] {
+    const m = this.#outbox.get(clientId)
+    if (m === undefined) return []
+    const out: OutboxEntry[] = []
+    for (const e of m.values()) if (e.state === 'queued' && e.seq > afterSeq) out.push(e)
+    return out.sort((a, b) => a.seq - b.seq).slice(0, limit).map((e) => ({ ...e }))
+  }
+
   addInboundQos2(clientId: string, packetId: number): void {
     let s = this.#qos2.get(clientId)
     if (s === undefined) this.#qos2.set(clientId, (s = new Set()))
@@ -83,14 +92,25 @@ export class MemoryStore implements Store {
 
   load(): Restored {
     const outbox = new Map<string, OutboxEntry[]>()
+    const queued = new Map<string, QueuedSummary>()
     for (const [id, m] of this.#outbox) {
-      if (m.size > 0) outbox.set(id, [...m.values()].sort((a, b) => a.seq - b.seq).map((e) => ({ ...e })))
+      const sent: OutboxEntry[] = []
+      let count = 0, bytes = 0, lastSeq = 0
+      for (const e of m.values()) {
+        if (e.state !== 'queued') { sent.push({ ...e }); continue }
+        count++
+        bytes += messageSize(e.delivery.msg)
+        if (e.seq > lastSeq) lastSeq = e.seq
+      }
+      if (sent.length > 0) outbox.set(id, sent.sort((a, b) => a.seq - b.seq))
+      if (count > 0) queued.set(id, { count, bytes, lastSeq })
     }
     const inboundQos2 = new Map<string, number[]>()
     for (const [id, s] of this.#qos2) if (s.size > 0) inboundQos2.set(id, [...s].sort((a, b) => a - b))
     return {
       sessions: [...this.#sessions.values()].map((r) => ({ ...r, subscriptions: r.subscriptions.map((s) => ({ ...s })) })),
       outbox,
+      queued,
       inboundQos2,
     }
   }

@@ -25,11 +25,23 @@ export interface OutboxEntry {
   state: 'queued' | 'publish' | 'pubrel'
 }
 
-/** Everything a store restores at start, besides retained messages. */
+/** The queued (not yet sent) part of one session's outbox, summed up without reading it. */
+export interface QueuedSummary {
+  count: number
+  /** Topic and payload bytes of the queued messages. */
+  bytes: number
+  /** Highest seq of a queued entry. */
+  lastSeq: number
+}
+
+/** Everything a store restores at start, besides retained messages. Queued messages are not
+ * read here (a long offline queue stays in the store): pageQueued reads them when needed. */
 export interface Restored {
   sessions: SessionRecord[]
-  /** Per client id, ordered by seq. */
+  /** Per client id, the inflight entries (sent, unacknowledged: state publish or pubrel), ordered by seq. */
   outbox: Map<string, OutboxEntry[]>
+  /** Per client id, the queued entries' count and size. */
+  queued: Map<string, QueuedSummary>
   /** Per client id, inbound QoS 2 packet ids awaiting PUBREL. */
   inboundQos2: Map<string, number[]>
 }
@@ -61,6 +73,13 @@ export interface Store {
   /** Inserts or replaces the outbox entry (clientId, entry.seq). */
   putOutbox(clientId: string, entry: OutboxEntry): void
   removeOutbox(clientId: string, seq: number): void
+  /**
+   * Up to `limit` queued entries (state 'queued') of one session with seq > afterSeq, in seq
+   * order, including queued entries written since the last commit (an entry removed since then
+   * may still be returned: the broker reads an entry before it removes it). Throws StoreError
+   * when the store cannot be read.
+   */
+  pageQueued(clientId: string, afterSeq: number, limit: number): OutboxEntry[]
   addInboundQos2(clientId: string, packetId: number): void
   removeInboundQos2(clientId: string, packetId: number): void
 

@@ -109,31 +109,60 @@ export function runStoreContract(name: string, factory: StoreFactory): void {
       expect(after.map((r) => [r.clientId, r.expiryInterval, r.will])).toEqual([['c1', 5, null]])
     })
 
-    test('outbox: entries come back in seq order with state, packet id and message', () => {
+    test('outbox: load() gives the inflight entries in seq order with state, packet id and message, and sums up the queued ones', () => {
       const m1 = msg('t/1', 'one', { qos: 2, expiresAt: 99_999_999_999_999, props: { responseTopic: 'r', correlationData: Buffer.from([1, 2]) } })
       const m2 = msg('t/2', 'two')
       store.putOutbox('c1', { seq: 2, delivery: delivery(m2, { seq: 2, subIds: [3, 4] }), packetId: 0, state: 'queued' })
       store.putOutbox('c1', { seq: 1, delivery: delivery(m1, { seq: 1, qos: 2, retain: true }), packetId: 10, state: 'publish' })
+      store.putOutbox('c1', { seq: 3, delivery: delivery(m1, { seq: 3 }), packetId: 11, state: 'pubrel' })
       store.putOutbox('c2', { seq: 1, delivery: delivery(m1, { seq: 1 }), packetId: 0, state: 'queued' })
       store.commit()
-      let out = store.load().outbox
-      expect(out.get('c1')!.map((e) => [e.seq, e.packetId, e.state, e.delivery.msg.topic, e.delivery.qos, e.delivery.retain])).toEqual([
-        [1, 10, 'publish', 't/1', 2, true], [2, 0, 'queued', 't/2', 1, false],
+      let r = store.load()
+      expect(r.outbox.get('c1')!.map((e) => [e.seq, e.packetId, e.state, e.delivery.msg.topic, e.delivery.qos, e.delivery.retain])).toEqual([
+        [1, 10, 'publish', 't/1', 2, true], [3, 11, 'pubrel', 't/1', 1, false],
       ])
-      const e1 = out.get('c1')![0]!.delivery
+      const e1 = r.outbox.get('c1')![0]!.delivery
       expect(e1.msg.payload.toString()).toBe('one')
       expect(e1.msg.qos).toBe(2)
       expect(e1.msg.expiresAt).toBe(99_999_999_999_999)
       expect(e1.msg.props?.responseTopic).toBe('r')
       expect([...e1.msg.props!.correlationData!]).toEqual([1, 2])
-      expect(out.get('c1')![1]!.delivery.subIds).toEqual([3, 4])
+      expect(r.outbox.get('c2')).toBeUndefined()
+      // queued entries are summed up (topic + payload bytes), not read
+      expect(r.queued.get('c1')).toEqual({ count: 1, bytes: 3 + 3, lastSeq: 2 })
+      expect(r.queued.get('c2')).toEqual({ count: 1, bytes: 3 + 3, lastSeq: 1 })
+      const [q] = store.pageQueued('c1', 0, 10)
+      expect([q!.seq, q!.packetId, q!.state, q!.delivery.msg.payload.toString(), q!.delivery.subIds]).toEqual([2, 0, 'queued', 'two', [3, 4]])
       // state change replaces the entry; removal deletes it
       store.putOutbox('c1', { seq: 1, delivery: delivery(m1, { seq: 1, qos: 2 }), packetId: 10, state: 'pubrel' })
       store.removeOutbox('c1', 2)
+      store.removeOutbox('c1', 3)
       store.commit()
-      out = store.load().outbox
-      expect(out.get('c1')!.map((e) => [e.seq, e.state])).toEqual([[1, 'pubrel']])
-      expect(out.get('c2')!.length).toBe(1)
+      r = store.load()
+      expect(r.outbox.get('c1')!.map((e) => [e.seq, e.state])).toEqual([[1, 'pubrel']])
+      expect(r.queued.get('c1')).toBeUndefined()
+      expect(store.pageQueued('c1', 0, 10)).toEqual([])
+    })
+
+    test('pageQueued: queued entries after a seq, in seq order, at most limit, queued writes included before commit', () => {
+      for (let seq = 1; seq <= 10; seq++) {
+        const state = seq === 4 ? 'publish' : 'queued'
+        store.putOutbox('p', { seq, delivery: delivery(msg(`q/${seq}`, `m${seq}`), { seq }), packetId: seq === 4 ? 4 : 0, state })
+      }
+      store.putOutbox('other', { seq: 5, delivery: delivery(msg('o', 'x'), { seq: 5 }), packetId: 0, state: 'queued' })
+      // not committed yet: a page still sees them (the broker reads back what it just queued)
+      const seqs = (after: number, limit: number) => store.pageQueued('p', after, limit).map((e) => e.seq)
+      expect(seqs(0, 3)).toEqual([1, 2, 3])
+      expect(seqs(3, 3)).toEqual([5, 6, 7])
+      expect(seqs(7, 100)).toEqual([8, 9, 10])
+      expect(seqs(10, 100)).toEqual([])
+      expect(store.pageQueued('p', 4, 1)[0]!.delivery.msg.payload.toString()).toBe('m5')
+      expect(store.commit()).toBe(0)
+      expect(store.pending).toBe(false)
+      store.removeOutbox('p', 5)
+      store.commit()
+      expect(seqs(3, 2)).toEqual([6, 7])
+      expect(store.pageQueued('nobody', 0, 10)).toEqual([])
     })
 
     test('inbound QoS 2 ids: add, remove, load', () => {
@@ -187,7 +216,7 @@ export function runStoreContract(name: string, factory: StoreFactory): void {
         await store.close()
         store = await factory.reopen!()
         await store.open()
-        expect(store.load().outbox.get('b')!.map((e) => e.delivery.msg.payload.toString())).toEqual(['retained twice'])
+        expect(store.pageQueued('b', 0, 10).map((e) => e.delivery.msg.payload.toString())).toEqual(['retained twice'])
       })
 
       test('everything committed is there after a reopen', async () => {
@@ -204,7 +233,8 @@ export function runStoreContract(name: string, factory: StoreFactory): void {
         expect(store.retainedBytes()).toBe('keep/1'.length + 2)
         const r = store.load()
         expect(r.sessions.map((s) => s.subscriptions[0]!.filter)).toEqual(['a/#'])
-        expect(r.outbox.get('c1')!.map((e) => e.delivery.msg.payload.toString())).toEqual(['q'])
+        expect(r.queued.get('c1')).toEqual({ count: 1, bytes: 3 + 1, lastSeq: 4 })
+        expect(store.pageQueued('c1', 0, 10).map((e) => e.delivery.msg.payload.toString())).toEqual(['q'])
         expect(r.inboundQos2.get('c1')).toEqual([77])
       })
     }

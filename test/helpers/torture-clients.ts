@@ -178,7 +178,10 @@ export function connackCode(p: Packet): number {
   return c.reasonCode ?? c.returnCode ?? 0
 }
 
-export interface Outgoing { seq: number; topic: string; retain: boolean; state: 'publish' | 'pubrel' }
+export interface Outgoing { seq: number; topic: string; retain: boolean; state: 'publish' | 'pubrel'; order?: number }
+
+/** After a v5 PUBACK / PUBREC 0x97 (a subscriber queue full, session.queueOverflow=refuse): publish again this much later. */
+const REFUSED_RETRY_MS = 20
 
 /** A QoS 1 or 2 publisher with a persistent session and an exact record of acknowledgements. */
 export class Publisher {
@@ -197,6 +200,15 @@ export class Publisher {
   producing = true
   resentPublish = 0
   resentPubrel = 0
+  /** Publications the broker refused (v5 0x97) and that were published again. */
+  refused = 0
+  /** Their sequence numbers: a later message may have been accepted first, so order is not judged on them. */
+  readonly republished = new Set<number>()
+  /** Treat 0x97 as "try again later" (the refuse overflow policy) instead of a problem. */
+  retryRefused = false
+  #retry: Outgoing[] = []
+  #retryTimer: ReturnType<typeof setTimeout> | null = null
+  #sent = 0
   wire: Wire | null = null
   connected = false
   #everConnected = false
@@ -246,7 +258,15 @@ export class Publisher {
   pump(): void {
     const wire = this.wire
     if (wire === null || !this.connected) return
-    while (this.producing && this.inflight.size < this.#window) {
+    if (this.#retryTimer !== null) return
+    while (this.#retry.length > 0 && this.inflight.size < this.#window) {
+      const o = this.#retry.shift()!
+      const id = this.#allocId()
+      this.inflight.set(id, o)
+      this.#publish(id, o, false)
+    }
+    // new messages only once the refused ones went through again
+    while (this.producing && this.#retry.length === 0 && this.inflight.size < this.#window) {
       const seq = this.nextSeq++
       const retain = seq % 5 === 0
       const o: Outgoing = { seq, topic: retain ? this.retainedTopic : this.dataTopic, retain, state: 'publish' }
@@ -256,9 +276,16 @@ export class Publisher {
     }
   }
 
-  close(): void { this.wire?.end(pb.disconnect({ version: this.version })) }
+  close(): void {
+    if (this.#retryTimer !== null) { clearTimeout(this.#retryTimer); this.#retryTimer = null }
+    this.wire?.end(pb.disconnect({ version: this.version }))
+  }
+
+  /** Refused messages still to publish again. */
+  get retrying(): number { return this.#retry.length }
 
   #publish(id: number, o: Outgoing, dup: boolean): void {
+    o.order = ++this.#sent
     this.wire!.send(pb.publish({ topic: o.topic, payload: `${this.id}:${o.seq}`, qos: this.qos, dup, retain: o.retain, packetId: id, version: this.version }))
   }
 
@@ -272,8 +299,9 @@ export class Publisher {
 
   #acked(o: Outgoing): void {
     // [MQTT-4.6.0-2] [MQTT-4.6.0-3] PUBACK / PUBREC come in the order the PUBLISHes were sent
-    if (o.seq < this.#lastAckInConn) this.#problem(`ack order: publisher ${this.id} got the ack of ${o.seq} after ${this.#lastAckInConn}`)
-    this.#lastAckInConn = o.seq
+    const order = o.order ?? 0
+    if (order < this.#lastAckInConn) this.#problem(`ack order: publisher ${this.id} got the ack of ${o.seq} out of send order`)
+    this.#lastAckInConn = order
     if (o.retain) { this.ackedRetained++; if (o.seq > this.lastAckedRetained) this.lastAckedRetained = o.seq }
     else this.ackedData.push(o.seq)
   }
@@ -285,7 +313,15 @@ export class Publisher {
     const o = this.inflight.get(id)
     if (p.cmd === 'puback' || (p.cmd === 'pubrec' && o?.state === 'publish')) {
       if (o === undefined || (p.cmd === 'puback') !== (this.qos === 1)) { this.#problem(`publisher ${this.id}: unexpected ${p.cmd} ${id}`); return }
-      if (rc >= 0x80) {
+      if (rc === 0x97 && this.retryRefused) {
+        // refused, not acknowledged: publish it again a little later (a new flow, a new packet id)
+        this.inflight.delete(id)
+        this.refused++
+        this.republished.add(o.seq)
+        o.state = 'publish'
+        this.#retry.push(o)
+        this.#retryTimer ??= setTimeout(() => { this.#retryTimer = null; this.pump() }, REFUSED_RETRY_MS)
+      } else if (rc >= 0x80) {
         // v5: the broker refused the message; the flow ends and it is not resent
         this.#problem(`publisher ${this.id}: seq ${o.seq} refused with 0x${rc.toString(16)}`)
         this.inflight.delete(id)
@@ -371,7 +407,12 @@ export class Subscriber {
 
   #subacked = false
 
-  close(): void { this.wire?.end(pb.disconnect({ version: this.version })) }
+  /** DISCONNECT; the subscriber counts as away at once (a reconnect does not wait for the socket to close). */
+  close(): void {
+    this.wire?.end(pb.disconnect({ version: this.version }))
+    this.wire = null
+    this.connected = false
+  }
 
   #onPacket(wire: Wire, p: Packet): void {
     if (wire !== this.wire) return
@@ -445,4 +486,29 @@ export async function readRetained(port: number, count: number, signal: Signal, 
   await signal.until(() => got.size >= count || wire.closed, timeoutMs)
   wire.end(pb.disconnect({ version: 5 }))
   return got
+}
+
+/**
+ * The broker's drop counters by reason ($SYS/broker/messages/dropped/<reason>, VMQTT_SYS_INTERVAL=1):
+ * read after the third publication of the total, so they are newer than the subscription.
+ */
+export async function readSysDrops(port: number, signal: Signal, timeoutMs: number): Promise<Map<string, number> | null> {
+  const got = new Map<string, number>()
+  let totals = 0
+  const onPacket = (_: Wire, p: Packet) => {
+    if (p.cmd !== 'publish') return
+    const reason = p.topic.slice('$SYS/broker/messages/dropped'.length + 1)
+    if (reason === '') totals++
+    else got.set(reason, Number(Buffer.from(p.payload).toString()))
+    signal.notify()
+  }
+  const wire = await Wire.open(port, 5, pb.connect({ version: 5, clientId: 'torture-sys-check', clean: true, keepalive: 0 }), {
+    connack: (_, p) => connackCode(p) === 0, packet: onPacket, close: () => signal.notify(),
+  })
+  if (wire === null) return null
+  wire.send(pb.subscribe(1, [{ topic: '$SYS/broker/messages/dropped/#', qos: 0 }], { version: 5 }))
+  // the third total follows the second round of reasons: those are newer than the subscription
+  const ok = await signal.until(() => totals >= 3 || wire.closed, timeoutMs)
+  wire.end(pb.disconnect({ version: 5 }))
+  return ok && totals >= 3 ? got : null
 }

@@ -229,7 +229,7 @@ describe.concurrent.each(VERSIONS)('offline queue of a persistent session, MQTT 
   })
 
   for (const [policy, env, expected] of [
-    ['drop-oldest (default)', {}, ['m3', 'm4', 'm5']],
+    ['drop-oldest', { VMQTT_SESSION_QUEUE_OVERFLOW: 'drop-oldest' }, ['m3', 'm4', 'm5']],
     ['drop-new', { VMQTT_SESSION_QUEUE_OVERFLOW: 'drop-new' }, ['m1', 'm2', 'm3']],
   ] as const) {
     test(`VMQTT_LIMITS_MAX_QUEUED_MESSAGES=3 bounds the offline queue; overflow policy ${policy}`, async () => {

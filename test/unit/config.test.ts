@@ -40,7 +40,7 @@ describe('defaults', () => {
     expect(c.log.level).toBe('info')
     expect(c.limits.maxPacketSize).toBe(16 * 1024 * 1024)
     expect(c.limits.maxQos).toBe(2)
-    expect(c.session.queueOverflow).toBe('drop-oldest')
+    expect(c.session.queueOverflow).toBe('refuse')
     expect(c).toEqual(defaults())
   })
 

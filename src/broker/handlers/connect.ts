@@ -265,7 +265,7 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
   s.expiryInterval = expiry
   // only a session that outlives its connection is written to a durable store
   const persistent = expiry > 0 && broker.store.kind !== 'memory'
-  if (!persistent && s.store !== null) s.store.deleteSession(id)
+  if (!persistent && s.store !== null) { s.loadAllQueued(); s.store.deleteSession(id) }
   s.store = persistent ? broker.store : null
   conn.will = will
   conn.state = 'connected'

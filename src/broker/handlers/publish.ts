@@ -92,8 +92,9 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
   // `p` is the shared decode target: take what the acknowledgement needs before routing
   const id = p.packetId
   const qos = p.qos
-  if (p.retain && !denied) storeRetained(broker, msg)
-  const n = denied ? 0 : broker.publish(msg)
+  const n = denied ? 0 : qos > 0 ? broker.publishAcked(msg) : broker.publish(msg)
+  if (n < 0) return refuseQuota(conn, qos, id)
+  if (msg.retain && !denied) storeRetained(broker, msg)
   if (qos === 0) return
   // v5: 0x10 No matching subscribers is informational
   const reason = n === 0 && conn.v5 ? RC.NO_MATCHING_SUBSCRIBERS : 0
@@ -120,6 +121,17 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
     if (conn.v5) conn.send(encodeAck(type, id, RC.QUOTA_EXCEEDED, true))
     else conn.disconnect(RC.QUOTA_EXCEEDED, 'storage full')
   })
+}
+
+/**
+ * session.queueOverflow=refuse and a matching session's queue is full: the message went to no
+ * one and is not acknowledged. v5: PUBACK / PUBREC 0x97 (the QoS 2 flow ends); v3 has no such
+ * code: the publisher is disconnected and resends it (and what followed it) later.
+ */
+function refuseQuota(conn: Connection, qos: number, id: number): void {
+  if (conn.v5) { conn.send(encodeAck(qos === 1 ? PUBACK : PUBREC, id, RC.QUOTA_EXCEEDED, true)); return }
+  // at once: the acks of earlier messages go out first (end() commits), later PUBLISHes are not read
+  conn.disconnect(RC.QUOTA_EXCEEDED, 'a subscriber queue is full')
 }
 
 /** $SYS/ belongs to the broker: clients may not publish there (nor leave a will there). */

@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path'
 import type { Message } from '../../codec/message.ts'
 import type { QoS } from 'mqtt-packet'
 import { TopicTree } from '../../topic/topic-tree.ts'
-import { retainedSize, StoreError, type OutboxEntry, type Restored, type SessionRecord, type Store } from '../types.ts'
+import { retainedSize, StoreError, type OutboxEntry, type QueuedSummary, type Restored, type SessionRecord, type Store } from '../types.ts'
 import { messageFromRow, propsToJson, subsFromJson, subsToJson, willFromJson, willToJson, type MessageRow } from './rows.ts'
 import { checkVersion, migrate, SchemaError } from './schema.ts'
 
@@ -38,6 +38,10 @@ export class SqliteStore implements Store {
   /** Message ids whose row exists at the current end of #ops (no outbox delete since). */
   #written = new Set<number>()
   #nextMsgId = 1
+  /** Writes dropped (store full) by a commit that pageQueued made: reported by the next commit(). */
+  #droppedCarry = 0
+  /** Clients with a queued outbox entry written since the last commit (pageQueued must see it). */
+  #queuedPuts = new Set<string>()
   #lastGc = 0
   #lastCheckpoint = Date.now()
   #s!: Record<string, Statement>
@@ -48,7 +52,7 @@ export class SqliteStore implements Store {
   }
 
   get pending(): boolean {
-    return this.#ops.length > 0
+    return this.#ops.length > 0 || this.#droppedCarry > 0
   }
 
   async open(): Promise<void> {
@@ -141,6 +145,10 @@ export class SqliteStore implements Store {
       insMessage: q('INSERT OR IGNORE INTO messages (id, topic, payload, qos, retain, props, expires_at, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
       putOutbox: q('INSERT OR REPLACE INTO outbox (client_id, seq, message_id, qos, retain, sub_ids, packet_id, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
       delOutbox: q('DELETE FROM outbox WHERE client_id = ? AND seq = ?'),
+      pageQueued: q(`SELECT o.seq, o.message_id, o.qos AS dqos, o.retain AS dretain, o.sub_ids,
+          m.topic, m.payload, m.qos, m.retain, m.props, m.expires_at, m.origin
+        FROM outbox o JOIN messages m ON m.id = o.message_id
+        WHERE o.client_id = ? AND o.seq > ? AND o.state = 0 ORDER BY o.seq LIMIT ?`),
       addQos2: q('INSERT OR IGNORE INTO inbound_qos2 (client_id, packet_id) VALUES (?, ?)'),
       delQos2: q('DELETE FROM inbound_qos2 WHERE client_id = ? AND packet_id = ?'),
       gc: q('DELETE FROM messages WHERE id NOT IN (SELECT message_id FROM outbox)'),
@@ -230,6 +238,7 @@ export class SqliteStore implements Store {
       const margs = [id, msg.topic, msg.payload, msg.qos, msg.retain ? 1 : 0, propsToJson(msg.props), msg.expiresAt, msg.origin] as const
       this.#ops.push(() => ins.run(...margs))
     }
+    if (e.state === 'queued') this.#queuedPuts.add(clientId)
     const d = e.delivery
     const put = this.#s.putOutbox!
     const args = [clientId, e.seq, id, d.qos, d.retain ? 1 : 0, d.subIds === null ? null : JSON.stringify(d.subIds), e.packetId, STATES.indexOf(e.state)] as const
@@ -240,6 +249,33 @@ export class SqliteStore implements Store {
     const s = this.#s.delOutbox!
     this.#written.clear()
     this.#ops.push(() => s.run(clientId, seq))
+  }
+
+  pageQueued(clientId: string, afterSeq: number, limit: number): OutboxEntry[] {
+    // read what was queued so far: commit the buffered writes first (a StoreError keeps them buffered)
+    if (this.#queuedPuts.has(clientId)) this.#droppedCarry += this.commit()
+    const rows = this.#s.pageQueued!.all(clientId, afterSeq, limit) as OutboxRow[]
+    const out: OutboxEntry[] = []
+    for (const r of rows) out.push(this.#entry(r, this.#message(r, null)))
+    return out
+  }
+
+  /** A message row as a Message, remembered by id so that writing it again reuses the row. */
+  #message(r: OutboxRow, cache: Map<number, Message> | null): Message {
+    let msg = cache?.get(r.message_id)
+    if (msg === undefined) {
+      msg = messageFromRow(r)
+      cache?.set(r.message_id, msg)
+      this.#msgIds.set(msg, r.message_id)
+    }
+    return msg
+  }
+
+  #entry(r: OutboxRow, msg: Message): OutboxEntry {
+    return {
+      seq: r.seq, packetId: r.packet_id ?? 0, state: STATES[r.state ?? 0] ?? 'queued',
+      delivery: { msg, qos: r.dqos as QoS, retain: r.dretain === 1, subIds: r.sub_ids === null ? null : JSON.parse(r.sub_ids) as number[], seq: r.seq },
+    }
   }
 
   addInboundQos2(clientId: string, packetId: number): void {
@@ -254,7 +290,9 @@ export class SqliteStore implements Store {
 
   commit(): number {
     const db = this.#db
-    if (db === null || this.#ops.length === 0) return 0
+    const carried = this.#droppedCarry
+    this.#droppedCarry = 0
+    if (db === null || this.#ops.length === 0) return carried
     const now = Date.now()
     if (now - this.#lastGc > GC_INTERVAL_MS) {
       this.#lastGc = now
@@ -285,11 +323,13 @@ export class SqliteStore implements Store {
         }
       }
     }
+    // every buffered write is applied (or dropped as full): nothing queued is left unread
+    this.#queuedPuts.clear()
     if (now - this.#lastCheckpoint > CHECKPOINT_INTERVAL_MS) {
       this.#lastCheckpoint = now
       try { db.run('PRAGMA wal_checkpoint(PASSIVE)') } catch { /* retried next time */ }
     }
-    return dropped
+    return dropped + carried
   }
 
   load(): Restored {
@@ -304,26 +344,21 @@ export class SqliteStore implements Store {
         subscriptions: subsFromJson(r.subscriptions), will: w?.will ?? null, willAt: w?.at ?? 0,
       })
     }
+    // only the inflight entries are read: queued ones stay in the store until pageQueued reads them
     const messages = new Map<number, Message>()
     const outbox = new Map<string, OutboxEntry[]>()
     const rows = db.query(`SELECT o.client_id, o.seq, o.message_id, o.qos AS dqos, o.retain AS dretain, o.sub_ids, o.packet_id, o.state,
         m.topic, m.payload, m.qos, m.retain, m.props, m.expires_at, m.origin
-      FROM outbox o JOIN messages m ON m.id = o.message_id ORDER BY o.client_id, o.seq`).all() as (MessageRow & {
-      client_id: string; seq: number; message_id: number; dqos: number; dretain: number; sub_ids: string | null; packet_id: number; state: number
-    })[]
+      FROM outbox o JOIN messages m ON m.id = o.message_id WHERE o.state <> 0 ORDER BY o.client_id, o.seq`).all() as (OutboxRow & { client_id: string })[]
     for (const r of rows) {
-      let msg = messages.get(r.message_id)
-      if (msg === undefined) {
-        msg = messageFromRow(r)
-        messages.set(r.message_id, msg)
-        this.#msgIds.set(msg, r.message_id)
-      }
       let list = outbox.get(r.client_id)
       if (list === undefined) outbox.set(r.client_id, (list = []))
-      list.push({
-        seq: r.seq, packetId: r.packet_id, state: STATES[r.state] ?? 'queued',
-        delivery: { msg, qos: r.dqos as QoS, retain: r.dretain === 1, subIds: r.sub_ids === null ? null : JSON.parse(r.sub_ids) as number[], seq: r.seq },
-      })
+      list.push(this.#entry(r, this.#message(r, messages)))
+    }
+    const queued = new Map<string, QueuedSummary>()
+    for (const r of db.query(`SELECT o.client_id, COUNT(*) AS n, SUM(LENGTH(m.topic) + LENGTH(m.payload)) AS bytes, MAX(o.seq) AS last
+      FROM outbox o JOIN messages m ON m.id = o.message_id WHERE o.state = 0 GROUP BY o.client_id`).all() as { client_id: string; n: number; bytes: number; last: number }[]) {
+      queued.set(r.client_id, { count: r.n, bytes: r.bytes, lastSeq: r.last })
     }
     const inboundQos2 = new Map<string, number[]>()
     for (const r of db.query('SELECT client_id, packet_id FROM inbound_qos2 ORDER BY client_id, packet_id').all() as { client_id: string; packet_id: number }[]) {
@@ -331,8 +366,12 @@ export class SqliteStore implements Store {
       if (list === undefined) inboundQos2.set(r.client_id, (list = []))
       list.push(r.packet_id)
     }
-    return { sessions, outbox, inboundQos2 }
+    return { sessions, outbox, queued, inboundQos2 }
   }
+}
+
+type OutboxRow = MessageRow & {
+  seq: number; message_id: number; dqos: number; dretain: number; sub_ids: string | null; packet_id?: number; state?: number
 }
 
 function isFull(e: unknown): boolean {
