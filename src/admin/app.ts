@@ -26,7 +26,7 @@ export function createAdminApp(broker: Broker): Hono {
   app.use('/api/*', token === ''
     ? async (c) => c.json({ error: 'the admin API is off: set admin.token (VMQTT_ADMIN_TOKEN)' }, 401)
     : bearerAuth({ token }))
-  app.get('/api/v1/stats', (c) => c.json({ ...broker.stats, connections: broker.onlineCount, sessions: broker.sessions.size }))
+  app.get('/api/v1/stats', (c) => c.json({ ...broker.stats, connections: broker.onlineCount, sessions: broker.sessions.size, memory: broker.memory.snapshot() }))
   app.get('/api/v1/clients', (c) => c.json(broker.allConnections().filter((x) => x.state === 'connected').map((x) => ({
     clientId: x.clientId, username: x.username ?? null, address: x.socket.remoteAddress, listener: x.listener,
     version: x.version, keepalive: x.keepalive, connectedFor: Math.floor((Date.now() - x.openedAt) / 1000),

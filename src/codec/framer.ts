@@ -26,6 +26,8 @@ export class Framer {
   #need = 0
   #max: number
   #since = 0
+  /** Of `buffered`, what the owner has counted so far (the broker's memory budget). */
+  accounted = 0
 
   constructor(maxPacketSize: number) {
     this.#max = maxPacketSize
