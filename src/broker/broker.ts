@@ -24,6 +24,7 @@ import { Connection } from './connection.ts'
 import { deliver } from './deliver.ts'
 import { sweep } from './expiry.ts'
 import { admitAddress, REFUSED, releaseAddress } from './limits.ts'
+import { IdleCollector } from './idle-gc.ts'
 import { MemoryBudget } from './memory.ts'
 import { restore } from './restore.ts'
 import { route } from './route.ts'
@@ -97,7 +98,11 @@ export class Broker {
     this.authMethods = opts.authMethods ?? new Map()
     this.commits = new GroupCommit(this)
     this.memory = new MemoryBudget(this)
+    this.idleGc = new IdleCollector(this)
   }
+
+  /** Runs a full garbage collection when the broker falls quiet after a burst. */
+  readonly idleGc: IdleCollector
 
   /** The memory budget (limits.memory) over unsent output, incomplete packets and queues. */
   readonly memory: MemoryBudget
@@ -178,7 +183,7 @@ export class Broker {
       this.log.info('mqtt listening', { transport: 'quic', host: quic.host, port: l.port, clientCert: tls.clientCert })
     }
     this.#timers.push(setInterval(() => { sweep(this); this.touch() }, 500))
-    this.#timers.push(setInterval(() => this.memory.sample(), 1000))
+    this.#timers.push(setInterval(() => { this.memory.sample(); this.idleGc.tick() }, 1000))
     if (this.config.sys.interval > 0) {
       publishSys(this)
       this.#timers.push(setInterval(() => publishSys(this), this.config.sys.interval * 1000))

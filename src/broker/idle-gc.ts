@@ -1,0 +1,53 @@
+import type { Broker } from './broker.ts'
+
+/** Traffic (bytes in + out per second) below which the broker counts as quiet. */
+const QUIET_BYTES_PER_S = 256 * 1024
+/** Seconds of quiet before a collection. */
+const QUIET_TICKS = 2
+/** RSS growth over the last settled value that makes a quiet broker collect. */
+const GROWTH = 32 * 1024 * 1024
+/** Ticks after a collection before RSS is taken as the new settled value (the allocator
+ * returns freed pages after its purge delay, src/runtime.ts). */
+const SETTLE_TICKS = 15
+
+/**
+ * Returns memory to the OS after a burst. The garbage collector runs when JavaScript allocates:
+ * a broker that falls quiet after a burst allocates almost nothing, so the buffers of the burst
+ * stay allocated (and their pages with the process) until traffic resumes. Once a second this
+ * checks whether the broker is quiet (less than 256 KiB/s in and out for 2 s) while its RSS is
+ * 32 MiB above where it settled last: then it runs one full collection (Bun.gc(true), a few ms
+ * to ~150 ms for a large heap, only while quiet) and lets the allocator purge the freed pages.
+ * Costs nothing while traffic flows: the collector then runs anyway, driven by allocation.
+ */
+export class IdleCollector {
+  readonly #broker: Broker
+  #bytes = -1
+  #quiet = 0
+  #settled = 0
+  #settling = 0
+  /** Full collections run (since start). */
+  collections = 0
+
+  constructor(broker: Broker) {
+    this.#broker = broker
+  }
+
+  /** Once a second. */
+  tick(): void {
+    const st = this.#broker.stats
+    const bytes = st.bytesIn + st.bytesOut
+    const busy = this.#bytes >= 0 && bytes - this.#bytes > QUIET_BYTES_PER_S
+    this.#bytes = bytes
+    if (this.#settling > 0) {
+      if (--this.#settling === 0) this.#settled = process.memoryUsage.rss()
+      return
+    }
+    this.#quiet = busy ? 0 : this.#quiet + 1
+    const rss = process.memoryUsage.rss()
+    if (this.#settled === 0 || rss < this.#settled) this.#settled = rss
+    if (this.#quiet < QUIET_TICKS || rss < this.#settled + GROWTH) return
+    Bun.gc(true)
+    this.collections++
+    this.#settling = SETTLE_TICKS
+  }
+}
