@@ -316,7 +316,7 @@ export class Connection implements ConnectionSink {
   #dropBacklog(): void {
     const x = this.#x
     if (x === null || x.backlog === null) return
-    this.broker.memory.pending -= x.backlogBytes
+    if (this.state !== 'closed') this.broker.memory.pending -= x.backlogBytes
     x.backlog = null
     x.backlogBytes = 0
   }
@@ -354,12 +354,13 @@ export class Connection implements ConnectionSink {
         if (n < first.length) {
           backlog[0] = first.subarray(Math.max(n, 0))
           x.backlogBytes -= Math.max(n, 0)
-          this.broker.memory.pending -= Math.max(n, 0)
+          // a closed connection's rest no longer counts (#closed)
+          if (this.state !== 'closed') this.broker.memory.pending -= Math.max(n, 0)
           return
         }
         backlog.shift()
         x.backlogBytes -= first.length
-        this.broker.memory.pending -= first.length
+        if (this.state !== 'closed') this.broker.memory.pending -= first.length
       }
       x.backlog = null
       x.backlogBytes = 0
@@ -400,8 +401,10 @@ export class Connection implements ConnectionSink {
   }
 
   #closed(): void {
-    // what this connection held no longer counts against the memory budget
-    this.#dropBacklog()
+    // what this connection held no longer counts against the memory budget (output still
+    // unsent may drain after the close: drain() then leaves the count alone)
+    const x = this.#x
+    if (x !== null && x.backlog !== null) this.broker.memory.pending -= x.backlogBytes
     const f = this.#framer
     if (f !== null) {
       this.broker.memory.partial -= f.accounted
