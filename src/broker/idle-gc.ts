@@ -5,7 +5,7 @@ const QUIET_BYTES_PER_S = 256 * 1024
 /** Seconds of quiet before a collection. */
 const QUIET_TICKS = 2
 /** RSS growth over the last settled value that makes a quiet broker collect. */
-const GROWTH = 32 * 1024 * 1024
+const GROWTH = 16 * 1024 * 1024
 /** Ticks after a collection before RSS is taken as the new settled value (the allocator
  * returns freed pages after its purge delay, src/runtime.ts). */
 const SETTLE_TICKS = 15
@@ -15,7 +15,7 @@ const SETTLE_TICKS = 15
  * a broker that falls quiet after a burst allocates almost nothing, so the buffers of the burst
  * stay allocated (and their pages with the process) until traffic resumes. Once a second this
  * checks whether the broker is quiet (less than 256 KiB/s in and out for 2 s) while its RSS is
- * 32 MiB above where it settled last: then it runs one full collection (Bun.gc(true), a few ms
+ * 16 MiB above where it settled last: then it runs one full collection (Bun.gc(true), a few ms
  * to ~150 ms for a large heap, only while quiet) and lets the allocator purge the freed pages.
  * Costs nothing while traffic flows: the collector then runs anyway, driven by allocation.
  */
@@ -46,8 +46,10 @@ export class IdleCollector {
     const rss = process.memoryUsage.rss()
     if (this.#settled === 0 || rss < this.#settled) this.#settled = rss
     if (this.#quiet < QUIET_TICKS || rss < this.#settled + GROWTH) return
+    const t = performance.now()
     Bun.gc(true)
     this.collections++
+    this.#broker.log.info('quiet after a burst: garbage collected', { rss, settledRss: this.#settled, ms: Math.round(performance.now() - t) })
     this.#settling = SETTLE_TICKS
   }
 }
