@@ -120,10 +120,13 @@ export class MemoryBudget {
     }
     if (victims.length === 0) { this.#reliefAt = Date.now() + IDLE_RELIEF_MS; return }
     victims.sort((a, b) => b[0] - a[0])
+    // what each frees is counted off here: its queue's estimate only changes at the next sample
+    let excess = this.used - this.high
     for (const [held, c] of victims) {
-      if (this.used <= this.high) break
+      if (excess <= 0) break
       this.#count('disconnected', 'memory budget: closing the connections that hold the most memory', c, held)
       c.shed()
+      excess -= held
     }
   }
 
