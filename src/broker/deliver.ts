@@ -42,8 +42,7 @@ export function sendQos0(conn: Connection, msg: Message, retain: boolean, subIds
   // disconnected only when QoS 1/2 output takes it past the whole cap, connection.ts)
   if (conn.pendingBytes > qos0DropBytes(conn.broker.config.limits.maxPendingBytes)) { conn.broker.stats.dropped++; return }
   // near the memory budget, QoS 0 to a client whose socket did not take its earlier output is dropped
-  const mem = conn.broker.memory
-  if (mem.pressure && conn.backlogBytes > 0) { mem.droppedQos0(conn); return }
+  if (conn.backlogBytes > 0 && conn.broker.memory.pressure) { conn.broker.memory.droppedQos0(conn); return }
   writePublish(conn, msg, 0, retain, subIds, 0, false)
 }
 
