@@ -57,6 +57,7 @@ export class MemoryBudget {
     const bytes = memoryBudgetBytes(broker.config.limits.memory)
     this.limit = bytes > 0 ? bytes : Infinity
     this.high = bytes > 0 ? Math.floor(bytes * 3 / 4) : Infinity
+    broker.log.info('memory budget', { limit: bytes, setting: broker.config.limits.memory })
   }
 
   /** Bytes counted against the budget now. */
@@ -153,7 +154,11 @@ export class MemoryBudget {
   }
 }
 
-/** Estimated memory of a session's queued messages: count x (first message's size + overhead). */
+/**
+ * Estimated memory of a session's queued messages: count x (first message's size + overhead).
+ * (Where Session counts the bytes of its in-memory queue head, use that: headBytes +
+ * headCount x QUEUED_OVERHEAD, so that queued messages kept only in the store do not count.)
+ */
 function queuedBytes(s: Session): number {
   const first = s.queue[0]
   const msg = first === undefined ? null : first.msg
