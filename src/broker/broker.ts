@@ -183,7 +183,7 @@ export class Broker {
       this.log.info('mqtt listening', { transport: 'quic', host: quic.host, port: l.port, clientCert: tls.clientCert })
     }
     this.#timers.push(setInterval(() => { sweep(this); this.touch() }, 500))
-    this.#timers.push(setInterval(() => { this.memory.sample(); this.idleGc.tick() }, 1000))
+    this.#timers.push(setInterval(() => this.idleGc.tick(), 1000))
     if (this.config.sys.interval > 0) {
       publishSys(this)
       this.#timers.push(setInterval(() => publishSys(this), this.config.sys.interval * 1000))

@@ -2,6 +2,7 @@ import { RC } from '../codec/reason-codes.ts'
 import type { Broker } from './broker.ts'
 import { isExpired, unpersist } from './deliver.ts'
 import { packetTimedOut, pruneAddresses } from './limits.ts'
+import { queuedBytes } from './memory.ts'
 import { publishWill } from './will.ts'
 
 const RETAINED_SWEEP_MS = 60_000
@@ -41,7 +42,10 @@ export function sweep(broker: Broker): void {
       conn.disconnect(RC.KEEP_ALIVE_TIMEOUT, 'keep alive timeout')
     }
   }
+  let queued = 0
   for (const s of broker.sessions.values()) {
+    // the memory budget's estimate of queued messages, taken in this pass over the sessions
+    if (s.queuedCount > 0) queued += queuedBytes(s)
     if (s.disconnectedAt === 0) continue
     if (s.pendingWill !== null && s.pendingWillAt <= now) {
       const w = s.pendingWill
@@ -62,6 +66,7 @@ export function sweep(broker: Broker): void {
       })
     }
   }
+  broker.memory.setQueued(queued)
 }
 
 /** Deletes retained messages whose Message Expiry Interval has passed, so they stop using space. */

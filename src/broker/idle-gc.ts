@@ -4,6 +4,7 @@ import type { Broker } from './broker.ts'
  * broker counts as quiet. */
 const QUIET_BYTES_PER_S = 256 * 1024
 const QUIET_CONNECTS_PER_S = 20
+const QUIET_MESSAGES_PER_S = 1000
 /** Seconds of quiet before a collection. */
 const QUIET_TICKS = 2
 /** RSS growth over the last settled value that makes a quiet broker collect. */
@@ -16,8 +17,8 @@ const SETTLE_TICKS = 15
  * Returns memory to the OS after a burst. The garbage collector runs when JavaScript allocates:
  * a broker that falls quiet after a burst allocates almost nothing, so the buffers of the burst
  * stay allocated (and their pages with the process) until traffic resumes. Once a second this
- * checks whether the broker is quiet (less than 256 KiB/s in and out and 20 new connections/s,
- * for 2 s) while its RSS is 16 MiB above where it settled last: then it runs one full
+ * checks whether the broker is quiet (less than 256 KiB/s in and out, 1,000 messages/s and 20
+ * new connections/s, for 2 s) while its RSS is 16 MiB above where it settled last: then it runs one full
  * collection (Bun.gc(true), a few ms to ~150 ms for a large heap, only while quiet) and lets
  * the allocator purge the freed pages.
  * Costs nothing while traffic flows: the collector then runs anyway, driven by allocation.
@@ -26,6 +27,7 @@ export class IdleCollector {
   readonly #broker: Broker
   #bytes = -1
   #connects = 0
+  #msgs = 0
   #quiet = 0
   #settled = 0
   #settling = 0
@@ -40,9 +42,12 @@ export class IdleCollector {
   tick(): void {
     const st = this.#broker.stats
     const bytes = st.bytesIn + st.bytesOut
-    const busy = this.#bytes >= 0 && (bytes - this.#bytes > QUIET_BYTES_PER_S || st.connectionsTotal - this.#connects > QUIET_CONNECTS_PER_S)
+    const msgs = st.msgsIn + st.msgsOut
+    const busy = this.#bytes >= 0 && (bytes - this.#bytes > QUIET_BYTES_PER_S ||
+      st.connectionsTotal - this.#connects > QUIET_CONNECTS_PER_S || msgs - this.#msgs > QUIET_MESSAGES_PER_S)
     this.#bytes = bytes
     this.#connects = st.connectionsTotal
+    this.#msgs = msgs
     if (this.#settling > 0) {
       if (--this.#settling === 0) this.#settled = process.memoryUsage.rss()
       return

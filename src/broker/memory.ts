@@ -28,7 +28,8 @@ type Kind = keyof MemoryCounters
 /**
  * The global memory budget (limits.memory) over the buffers that clients make the broker hold:
  * unsent output (`pending`: what sockets did not accept yet), incomplete packets held by
- * framers (`partial`) and messages in session queues (`queued`, estimated by sample()).
+ * framers (`partial`) and messages in session queues (`queued`, estimated twice a second by
+ * the sweep).
  * Each is a counter changed where bytes are added and removed (O(1) per event); the actions
  * run only above thresholds:
  * - above 3/4 of the budget, QoS 0 messages to clients with unsent output are dropped;
@@ -102,10 +103,8 @@ export class MemoryBudget {
     return true
   }
 
-  /** Re-estimates the bytes of queued messages (from the timer, O(sessions)). */
-  sample(): void {
-    let bytes = 0
-    for (const s of this.#broker.sessions.values()) if (s.queuedCount > 0) bytes += queuedBytes(s)
+  /** The estimated bytes of queued messages, from the sweep's pass over the sessions (expiry.ts). */
+  setQueued(bytes: number): void {
     this.queued = bytes
     this.grew()
   }
@@ -159,7 +158,7 @@ export class MemoryBudget {
  * (Where Session counts the bytes of its in-memory queue head, use that: headBytes +
  * headCount x QUEUED_OVERHEAD, so that queued messages kept only in the store do not count.)
  */
-function queuedBytes(s: Session): number {
+export function queuedBytes(s: Session): number {
   const first = s.queue[0]
   const msg = first === undefined ? null : first.msg
   return s.queuedCount * ((msg === null ? 0 : msg.payload.length + msg.topic.length) + QUEUED_OVERHEAD)

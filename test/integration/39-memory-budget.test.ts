@@ -108,7 +108,7 @@ describe('limits.memory', () => {
         pub.send(b.publish({ topic: 'queue/x', payload, qos: 1, packetId: id, version: 5 }))
         await pub.nextOf('puback')
       }
-      // the queue (40 x 64 KiB) is estimated once a second; nothing can be closed to free it
+      // the queue (40 x 64 KiB) is estimated twice a second; nothing can be closed to free it
       await until('the 40 queued messages to count against the budget', () => mem.queued > 40 * payload.length, 5000)
       expect(mem.over).toBe(true)
       const v5 = await RawClient.open(tb.port, { version: 5, clientId: 'late-v5' })
