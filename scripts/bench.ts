@@ -4,7 +4,7 @@
  * Aedes, side by side in one run; each broker pinned to core 0, the load generator (this
  * process and its client processes) to core 1. See scripts/bench/ and the README.
  *
- *   bun scripts/bench.ts [--scenarios fan-in,fan-out,...] [--brokers vmqtt,vmqtt-bin,mosquitto,aedes,vmqtt-acl]
+ *   bun scripts/bench.ts [--scenarios fan-in,fan-out,...] [--brokers vmqtt,vmqtt-bin,mosquitto,aedes,vmqtt-acl,vmqtt@ENV=VALUE+...]
  *     [--runs 3] [--duration 5] [--warmup 1] [--version 4|5|both] [--quick] [--rate MSGS]
  *     [--connections 19000] [--conn-procs N] [--no-pin] [--rebuild] [--out bench-results]
  *   bun scripts/bench.ts --from bench-results/<time>.jsonl     (re-render the table and chart)
@@ -82,7 +82,7 @@ if (wanted.includes('vmqtt-bin')) {
   const err = ensureBinary(args.rebuild)
   if (err) notes.push(`vmqtt-bin: ${err}`)
 }
-const defs = brokerDefs()
+const defs = brokerDefs(wanted)
 for (const id of wanted) if (!defs.some((d) => d.id === id)) throw new Error(`unknown broker ${id}; known: ${defs.map((d) => d.id).join(', ')}`)
 const brokers = defs.filter((d) => wanted.includes(d.id) && !(d.missing && notes.push(`${d.label} skipped: ${d.missing}.`)))
 if (brokers.some((b) => b.id === 'aedes') && versions.includes(5)) notes.push('Aedes has no MQTT 5: it runs in the MQTT 3.1.1 tables only.')

@@ -2,24 +2,27 @@
  * Allocator settings that only take effect from the environment a process starts with.
  *
  * Bun allocates with mimalloc, which by default returns freed pages to the OS 100 ms after they
- * were freed, from a background thread ("mi-scavenger"). A broker frees buffers all the time, so
- * with the broker pinned to one core that thread woke ~30 times a second, took the core from the
- * event loop, and the pages it returned faulted back in on the next allocation. Measured in one
- * bench run each (vmqtt with the setting vs the same code without it, Mosquitto alongside):
- * latency p99 at 17.5 k msgs/s 0.84 ms vs 2.40 (Mosquitto 0.76); QoS 1 window 64 455 k vs
- * 336 k msgs/s. Demoting the thread (nice 19, SCHED_IDLE), MIMALLOC_SCAVENGER=0 (purging inline)
- * and longer purge delays did not give the same.
+ * were freed, from a background thread ("mi-scavenger"). A broker frees buffers all the time:
+ * under steady load that thread wakes ~27 times a second and the pages it returns fault back in
+ * (~2,000 minor faults/s at 15-20 k msgs/s, against ~350/s without purging). An earlier single
+ * bench run measured latency p99 at 17.5 k msgs/s 0.84 ms with MIMALLOC_PURGE_DELAY=-1 (never
+ * return memory) vs 2.40 with the default, and -1 was the setting here until issue 13 showed
+ * its price: RSS never came down from a peak (+800 MB after a fuzz run, +135 MB after ten
+ * argon2id logins, +230 MB after 30 large incomplete packets).
  *
- * The price: freed pages stay with the process for reuse, so RSS stays at its peak (as with
- * glibc's malloc in Mosquitto). The peak includes one-time costs such as the JIT compiling the
- * hot paths: right after a burst of 19,000 connections the RSS per connection reads ~5.5 KB
- * instead of ~3.2 KB. MIMALLOC_PURGE_DELAY=100 (mimalloc's default) returns memory sooner.
+ * MIMALLOC_PURGE_DELAY=1000 (issue 13, README "Memory"): the scavenger wakes ~10 times a second
+ * (2-3x fewer) with about the same fault rate as 100, and everything a burst freed is back with
+ * the OS within ~10 s (arena purges run at 10x the delay). Longer delays (3,000-30,000 ms) did
+ * not lower the fault rate further; they only delay the return. Latency p99 could not be told
+ * apart from -1's on the shared 2-core machine of that session (both within the run-to-run
+ * noise of 30-400 ms). MIMALLOC_PURGE_DELAY=-1 remains the choice for a latency-critical
+ * deployment whose memory use is steady.
  *
- * `vmqtt start` therefore replaces itself once (execve: same process id, same arguments and
- * standard streams) with these variables added, unless they are already set: any value the
- * user sets wins.
+ * `vmqtt start` replaces itself once (execve: same process id, same arguments and standard
+ * streams) with these variables added, unless they are already set: any value the user sets
+ * wins.
  */
-export const RUNTIME_ENV: Readonly<Record<string, string>> = { MIMALLOC_PURGE_DELAY: '-1' }
+export const RUNTIME_ENV: Readonly<Record<string, string>> = { MIMALLOC_PURGE_DELAY: '1000' }
 
 /** `vmqtt` with no command, or only flags (not help or version), starts the broker. */
 export function defaultsToStart(argv: readonly string[]): boolean {

@@ -31,6 +31,8 @@ export interface StartOptions {
   dir?: string
   /** ACL rules (vmqtt only): written to the data directory and loaded (VMQTT_ACL_FILE). */
   acl?: string
+  /** Another checkout to run vmqtt from (its src/main.ts), for A/B runs of two versions. */
+  root?: string
 }
 
 /**
@@ -67,7 +69,7 @@ export async function startVmqtt(name: string, binary: boolean, o: StartOptions 
   // BENCH_WRAP="bun wrap.ts" runs vmqtt from source through a script that gets the bun path and
   // src/main.ts as arguments (for investigations, e.g. to time store commits)
   const wrap = !binary && process.env.BENCH_WRAP ? process.env.BENCH_WRAP.split(' ') : []
-  const cmd = binary ? [VMQTT_BIN] : [...wrap, process.execPath, join(ROOT, 'src', 'main.ts')]
+  const cmd = binary ? [VMQTT_BIN] : [...wrap, process.execPath, join(o.root ?? ROOT, 'src', 'main.ts')]
   const acl: Record<string, string> = {}
   if (o.acl !== undefined) {
     acl.VMQTT_ACL_FILE = join(dir, 'acl.conf')
@@ -170,10 +172,30 @@ export interface BrokerDef {
   start(o: StartOptions): Promise<BrokerProc>
 }
 
-export function brokerDefs(): BrokerDef[] {
+/**
+ * `vmqtt@NAME=VALUE+NAME2=VALUE2`: vmqtt from source with these environment variables added
+ * (e.g. allocator settings such as MIMALLOC_PURGE_DELAY), for same-run A/B comparisons;
+ * `ROOT=/path` runs src/main.ts of another checkout (e.g. the commit before a change).
+ */
+export function variantDef(id: string): BrokerDef | null {
+  const m = /^vmqtt@(.+)$/.exec(id)
+  if (m === null) return null
+  const env: Record<string, string> = {}
+  for (const kv of m[1]!.split('+')) {
+    const eq = kv.indexOf('=')
+    if (eq <= 0) throw new Error(`broker ${id}: expected vmqtt@NAME=VALUE[+NAME=VALUE...]`)
+    env[kv.slice(0, eq)] = kv.slice(eq + 1)
+  }
+  const { ROOT: root, ...vars } = env
+  return { id, label: id, versions: [4, 5], missing: null, start: (o) => startVmqtt(id, false, { ...o, env: { ...o.env, ...vars }, ...(root !== undefined ? { root } : {}) }) }
+}
+
+export function brokerDefs(wanted: readonly string[] = []): BrokerDef[] {
   const mv = mosquittoVersion()
   const av = aedesVersion()
+  const variants = wanted.map(variantDef).filter((d) => d !== null)
   return [
+    ...variants,
     { id: 'vmqtt', label: 'vmqtt', versions: [4, 5], missing: null, start: (o) => startVmqtt('vmqtt', false, o) },
     { id: 'vmqtt-acl', label: 'vmqtt + ACL', versions: [4, 5], missing: null, start: (o) => startVmqtt('vmqtt-acl', false, { ...o, acl: BENCH_ACL }) },
     {

@@ -65,6 +65,14 @@ export function procCpuSeconds(pid: number): number {
   } catch { return NaN }
 }
 
+/** Minor page faults a process has taken (all threads), or NaN when it is gone. */
+export function procMinorFaults(pid: number): number {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[7])
+  } catch { return NaN }
+}
+
 /** Resident set size in bytes (VmRSS of /proc/<pid>/status), or NaN. */
 export function procRssBytes(pid: number): number {
   try {
@@ -79,23 +87,27 @@ export class CpuMeter {
   #b0 = 0
   #g0 = 0
   #t0 = 0
+  #f0 = 0
 
   constructor(brokerPid: number) { this.#pid = brokerPid }
 
   start(): void {
     this.#b0 = procCpuSeconds(this.#pid)
+    this.#f0 = procMinorFaults(this.#pid)
     const u = process.cpuUsage()
     this.#g0 = (u.user + u.system) / 1e6
     this.#t0 = performance.now()
   }
 
-  /** Percent of one core used since start() by the broker and by the generator. */
-  stop(): { brokerCpuPct: number; genCpuPct: number } {
+  /** Percent of one core used since start() by the broker and by the generator; the broker's
+   * minor page faults per second (memory the allocator returned to the OS and touched again). */
+  stop(): { brokerCpuPct: number; genCpuPct: number; brokerFaultsPerSec: number } {
     const secs = (performance.now() - this.#t0) / 1000
     const u = process.cpuUsage()
     return {
       brokerCpuPct: Math.round(((procCpuSeconds(this.#pid) - this.#b0) / secs) * 100),
       genCpuPct: Math.round((((u.user + u.system) / 1e6 - this.#g0) / secs) * 100),
+      brokerFaultsPerSec: Math.round((procMinorFaults(this.#pid) - this.#f0) / secs),
     }
   }
 }

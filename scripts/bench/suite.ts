@@ -42,6 +42,7 @@ function write(o: SuiteOptions, line: object): void {
 function brief(sc: Scenario, m: Metrics): string {
   const parts = sc.metrics.filter((d) => typeof m[d.key] === 'number').map((d) => `${d.label} ${fmt(m[d.key]!, d.unit)}${d.unit === 'ms' ? ' ms' : ''}`)
   if (m.brokerCpuPct !== undefined) parts.push(`cpu broker ${m.brokerCpuPct}% gen ${m.genCpuPct}%`)
+  if (m.brokerFaultsPerSec !== undefined) parts.push(`faults ${m.brokerFaultsPerSec}/s`)
   if (m.dropped) parts.push(`dropped ${m.dropped}`)
   return parts.join(', ')
 }

@@ -44,7 +44,7 @@ export function createAdminApp(broker: Broker): Hono {
       }
     })
   app.get('/api/v1/stats', (c) => c.json({
-    ...broker.stats, drops: broker.drops, connections: broker.onlineCount, sessions: broker.sessions.size,
+    ...broker.stats, drops: broker.drops, connections: broker.onlineCount, sessions: broker.sessions.size, memory: broker.memory.snapshot(),
     version: VERSION, uptime: Math.floor((Date.now() - broker.startedAt) / 1000),
   }))
   app.get('/api/v1/clients', (c) => c.json(broker.allConnections().filter((x) => x.state === 'connected').map((x) => ({

@@ -27,6 +27,8 @@ import { Connection } from './connection.ts'
 import { deliver } from './deliver.ts'
 import { sweep } from './expiry.ts'
 import { admitAddress, REFUSED, releaseAddress } from './limits.ts'
+import { IdleCollector } from './idle-gc.ts'
+import { MemoryBudget } from './memory.ts'
 import { restore } from './restore.ts'
 import { route, type Match } from './route.ts'
 import { publishSys } from './sys-topics.ts'
@@ -121,12 +123,20 @@ export class Broker {
     this.authMethods = opts.authMethods ?? new Map()
     this.commits = new GroupCommit(this)
     this.refuseFull = config.session.queueOverflow === 'refuse'
+    this.memory = new MemoryBudget(this)
+    this.idleGc = new IdleCollector(this)
   }
 
   /** Bounds and overflow policy of session queues, with the counters their drops add to. */
   get queuePolicy(): QueuePolicy {
     return this.#queuePolicy ??= queuePolicy(this)
   }
+
+  /** Runs a full garbage collection when the broker falls quiet after a burst. */
+  readonly idleGc: IdleCollector
+
+  /** The memory budget (limits.memory) over unsent output, incomplete packets and queues. */
+  readonly memory: MemoryBudget
 
   /** Group commit of store writes; acknowledgements wait on it. */
   readonly commits: GroupCommit
@@ -205,6 +215,7 @@ export class Broker {
       this.log.info('mqtt listening', { transport: 'quic', host: quic.host, port: l.port, clientCert: tls.clientCert })
     }
     this.#timers.push(setInterval(() => { sweep(this); this.touch() }, 500))
+    this.#timers.push(setInterval(() => this.idleGc.tick(), 1000))
     if (this.config.sys.interval > 0) {
       publishSys(this)
       this.#timers.push(setInterval(() => publishSys(this), this.config.sys.interval * 1000))

@@ -155,11 +155,13 @@ export class Connection implements ConnectionSink {
       // before the CONNACK no packet may be larger than what may be held meanwhile: refused as
       // soon as its length is read, instead of buffering megabytes for an unauthenticated client
       const max = this.state === 'connected' ? lim.maxPacketSize : Math.min(lim.maxPacketSize, Math.max(HELD_MAX_BYTES, lim.maxConnectPacketSize))
-      if (f === null) this.#framer = Framer.first(chunk, max, this, lim)
-      else {
+      if (f === null) {
+        const rest = Framer.first(chunk, max, this, lim)
+        if (rest !== null && (this.state as ConnState) !== 'closed') { this.#framer = rest; this.#countPartial(rest) }
+      } else {
         f.maxPacketSize = max
-        f.push(chunk, this)
-        if (f.buffered === 0) this.#framer = null
+        try { f.push(chunk, this) } finally { if ((this.state as ConnState) !== 'closed') this.#countPartial(f) }
+        if (f.buffered === 0 && this.#framer === f) this.#framer = null
       }
     } catch (e) {
       // a CONNECT over limits.maxConnectPacketSize: v5 clients get CONNACK 0x95
@@ -168,6 +170,16 @@ export class Connection implements ConnectionSink {
     }
     this.broker.touch()
     this.flush()
+  }
+
+  /** Counts the change of an incomplete packet against the memory budget (memory.ts). */
+  #countPartial(f: Framer): void {
+    const d = f.buffered - f.accounted
+    if (d === 0) return
+    f.accounted += d
+    const mem = this.broker.memory
+    mem.partial += d
+    if (d > 0) mem.grew()
   }
 
   #run(header: number, buf: Buffer, start: number, end: number, owned: boolean): void {
@@ -243,6 +255,11 @@ export class Connection implements ConnectionSink {
     this.send(bytes)
   }
 
+  /** Bytes the socket did not accept yet (written on drain). */
+  get backlogBytes(): number {
+    return this.#x === null ? 0 : this.#x.backlogBytes
+  }
+
   /** Bytes queued and not yet accepted by the socket. */
   get pendingBytes(): number {
     return this.#outBytes + (this.#x === null ? 0 : this.#x.backlogBytes)
@@ -271,11 +288,17 @@ export class Connection implements ConnectionSink {
     if (x !== null && x.backlog !== null) {
       x.backlog.push(data)
       x.backlogBytes += data.length
+      const mem = this.broker.memory
+      mem.pending += data.length
+      mem.grew()
       // the socket has not taken the earlier output yet and more piles up: a client that does
       // not read is closed once that passes limits.maxPendingBytes (output that the socket
       // refused in a single write is not counted: a large message to a reading client is fine)
       const cap = this.broker.config.limits.maxPendingBytes
-      if (cap > 0 && x.backlogBytes > cap) this.#abort()
+      if (cap > 0 && x.backlogBytes > cap) {
+        slowConsumer(this, this.pendingBytes)
+        this.abort()
+      }
       return
     }
     this.#write(data)
@@ -286,15 +309,32 @@ export class Connection implements ConnectionSink {
    * behind megabytes the client is not reading (EMQX likewise just closes such a connection
    * when its send buffer or queue overflows; Mosquitto drops messages and keeps the client).
    */
-  #abort(): void {
-    const pending = this.pendingBytes
-    if (this.#x !== null) { this.#x.backlog = null; this.#x.backlogBytes = 0 }
+  abort(): void {
+    if (this.state === 'closed') return
+    this.#dropBacklog()
     this.#out1 = null
     this.#out = null
     this.#outBytes = 0
-    slowConsumer(this, pending)
     this.#closed()
     try { this.socket.end() } catch { /* already closed */ }
+  }
+
+  /** Forgets the unsent output (and its count against the memory budget). */
+  #dropBacklog(): void {
+    const x = this.#x
+    if (x === null || x.backlog === null) return
+    if (this.state !== 'closed') this.broker.memory.pending -= x.backlogBytes
+    x.backlog = null
+    x.backlogBytes = 0
+  }
+
+  /**
+   * Closes the connection for the memory budget (memory.ts), dropping its unsent output. A v5
+   * client with nothing unsent gets DISCONNECT 0x89 Server busy first.
+   */
+  shed(): void {
+    if (this.backlogBytes > 0) this.abort()
+    else this.disconnect(RC.SERVER_BUSY, 'server busy')
   }
 
   #write(data: Uint8Array): void {
@@ -304,6 +344,9 @@ export class Connection implements ConnectionSink {
       const x = this.#extras()
       x.backlog = [rest]
       x.backlogBytes = rest.length
+      const mem = this.broker.memory
+      mem.pending += rest.length
+      mem.grew()
     }
   }
 
@@ -318,10 +361,13 @@ export class Connection implements ConnectionSink {
         if (n < first.length) {
           backlog[0] = first.subarray(Math.max(n, 0))
           x.backlogBytes -= Math.max(n, 0)
+          // a closed connection's rest no longer counts (#closed)
+          if (this.state !== 'closed') this.broker.memory.pending -= Math.max(n, 0)
           return
         }
         backlog.shift()
         x.backlogBytes -= first.length
+        if (this.state !== 'closed') this.broker.memory.pending -= first.length
       }
       x.backlog = null
       x.backlogBytes = 0
@@ -364,6 +410,16 @@ export class Connection implements ConnectionSink {
   }
 
   #closed(): void {
+    // what this connection held no longer counts against the memory budget (output still
+    // unsent may drain after the close: drain() then leaves the count alone)
+    const x = this.#x
+    if (x !== null && x.backlog !== null) this.broker.memory.pending -= x.backlogBytes
+    const f = this.#framer
+    if (f !== null) {
+      this.broker.memory.partial -= f.accounted
+      f.accounted = 0
+      this.#framer = null
+    }
     forgetExpiry(this)
     try {
       this.broker.connectionClosed(this)

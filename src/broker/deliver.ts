@@ -39,6 +39,8 @@ export function sendQos0(conn: Connection, msg: Message, retain: boolean, subIds
   // a slow consumer loses QoS 0 messages beyond a quarter of limits.maxPendingBytes (it is
   // disconnected only when QoS 1/2 output takes it past the whole cap, connection.ts)
   if (conn.pendingBytes > qos0DropBytes(conn.broker.config.limits.maxPendingBytes)) { noteDrop(conn.session!, 'qos0-slow-consumer'); return }
+  // near the memory budget, QoS 0 to a client whose socket did not take its earlier output is dropped
+  if (conn.backlogBytes > 0 && conn.broker.memory.pressure) { conn.broker.memory.droppedQos0(conn); return }
   writePublish(conn, msg, 0, retain, subIds, 0, false)
 }
 

@@ -32,6 +32,8 @@ export function dispatch(conn: Connection, header: number, buf: Buffer, start: n
       (peek.protocolName === 'MQIsdp' && peek.level === 3)
     if (!ok) return rejectProtocol(conn, peek)
     conn.version = peek.level as 3 | 4 | 5
+    // above the memory budget new connections are refused (CONNACK 0x89 / 3), before any work
+    if (conn.broker.memory.refuse(conn)) return
     return handleConnect(conn, decodeOrConnack(conn, header, body))
   }
   if (type === CONNECT) {

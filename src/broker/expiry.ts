@@ -3,6 +3,7 @@ import type { Broker } from './broker.ts'
 import { drainQueue, isExpired, unpersist } from './deliver.ts'
 import { countDrop, flushDropLog } from './queue.ts'
 import { packetTimedOut, pruneAddresses } from './limits.ts'
+import { queuedBytes } from './memory.ts'
 import { publishWill } from './will.ts'
 
 const RETAINED_SWEEP_MS = 60_000
@@ -43,10 +44,13 @@ export function sweep(broker: Broker): void {
       conn.disconnect(RC.KEEP_ALIVE_TIMEOUT, 'keep alive timeout')
     }
   }
+  let queued = 0
   for (const s of broker.sessions.values()) {
     if (s.dropLog !== null) flushDropLog(s, now)
     // a page of the queue that could not be read from the store (queue.ts): try again
     if (s.connection !== null && s.inflightCount === 0 && s.queuedCount > 0) drainQueue(s.connection, s)
+    // the memory budget's estimate of queued messages, taken in this pass over the sessions
+    if (s.queuedCount > 0) queued += queuedBytes(s)
     if (s.disconnectedAt === 0) continue
     if (s.pendingWill !== null && s.pendingWillAt <= now) {
       const w = s.pendingWill
@@ -68,6 +72,7 @@ export function sweep(broker: Broker): void {
       })
     }
   }
+  broker.memory.setQueued(queued)
 }
 
 /** Deletes retained messages whose Message Expiry Interval has passed, so they stop using space. */

@@ -10,6 +10,7 @@ export const VERSION: string = pkg.version
  * apart from clients' retained messages: not persisted, not counted against the limit. */
 export function publishSys(broker: Broker): void {
   const st = broker.stats
+  const mem = broker.memory
   let subscriptions = 0
   for (const s of broker.sessions.values()) subscriptions += s.subscriptionCount
   const values: [string, string | number][] = [
@@ -26,6 +27,11 @@ export function publishSys(broker: Broker): void {
     ['messages/refused', st.refused],
     ['bytes/received', st.bytesIn],
     ['bytes/sent', st.bytesOut],
+    ['memory/limit', mem.limit === Infinity ? 0 : mem.limit],
+    ['memory/used', mem.used],
+    ['memory/dropped', mem.counters.qos0Dropped],
+    ['memory/disconnected', mem.counters.disconnected],
+    ['memory/refused', mem.counters.refused],
   ]
   for (const [topic, value] of values) {
     const msg: Message = {

@@ -27,6 +27,8 @@ export class Framer {
   #max: number
   #caps: FramerCaps
   #since = 0
+  /** Of `buffered`, what the owner has counted so far (the broker's memory budget). */
+  accounted = 0
 
   /** caps: smaller limits for packets other than PUBLISH (see FramerCaps). */
   constructor(maxPacketSize: number, caps: FramerCaps = NO_CAPS) {

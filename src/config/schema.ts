@@ -16,6 +16,20 @@ const tristate = () => v.optional(v.pipe(
   v.union([v.boolean(), v.picklist(['auto', 'true', 'false'])], 'true, false or "auto"'),
   v.transform((x): boolean | 'auto' => x === 'true' ? true : x === 'false' ? false : x),
 ), 'auto')
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1000, kib: 1024, m: 1024 ** 2, mb: 1000 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1000 ** 3, gib: 1024 ** 3 }
+/** A size such as 512MiB, 2GB, 64m or 1048576 in bytes; null when it is not one. */
+export function parseSize(text: string): number | null {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text)
+  const unit = m === null ? undefined : SIZE_UNITS[m[2]!.toLowerCase()]
+  return unit === undefined ? null : Math.floor(Number(m![1]) * unit)
+}
+const SIZE_HINT = '"auto", 0 (no budget), a number of bytes or a size such as 512MiB or 2GB'
+/** "auto" or a size in bytes (a number, or a string with a unit). */
+const size = () => v.optional(v.union([
+  v.literal('auto'),
+  v.pipe(v.number(), v.integer(), v.minValue(0)),
+  v.pipe(v.string(), v.check((x) => parseSize(x) !== null, SIZE_HINT), v.transform((x) => parseSize(x)!)),
+], SIZE_HINT), 'auto')
 const oneOf = <const T extends readonly [string, ...string[]]>(values: T, def: T[number]) => v.optional(v.picklist(values), def)
 
 /**
@@ -200,6 +214,8 @@ export const ConfigSchema = v.strictObject({
     packetTimeout: int(1, 3600, 30),
     /** Bytes of unsent output a client may have before it is disconnected as not reading (0 = no limit). */
     maxPendingBytes: int(0, 1_000_000_000_000, 64 * 1024 * 1024),
+    /** Memory budget (bytes) for unsent output, incomplete packets and in-memory queues; auto = a quarter of the cgroup's or machine's memory, 0 = none. */
+    memory: size(),
   }), {}),
   session: v.optional(v.strictObject({
     /** Queue QoS 0 messages for offline persistent sessions too. */

@@ -55,7 +55,7 @@ test('the compiled binary runs from another directory with env config and serves
     const port = line.port as number
     expect(port).toBeGreaterThan(0)
     // the binary replaced itself (same pid) with the allocator setting of src/runtime.ts
-    expect(readFileSync(`/proc/${child.pid}/environ`, 'latin1').split('\0')).toContain('MIMALLOC_PURGE_DELAY=-1')
+    expect(readFileSync(`/proc/${child.pid}/environ`, 'latin1').split('\0')).toContain('MIMALLOC_PURGE_DELAY=1000')
     const sub = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 5, clientId: 'e2e-sub' })
     const pub = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 4, clientId: 'e2e-pub' })
     await sub.subscribeAsync('e2e/#', { qos: 1 })

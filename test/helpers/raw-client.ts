@@ -63,6 +63,16 @@ export class RawClient {
     return { client, connack }
   }
 
+  /** Stops reading: the kernel buffers fill up, then the server's output to this client backs up. */
+  pause(): void {
+    this.#socket.pause()
+  }
+
+  /** Reads again (a paused socket does not report the server's close either). */
+  resume(): void {
+    this.#socket.resume()
+  }
+
   get isClosed(): boolean {
     return this.#closed
   }
