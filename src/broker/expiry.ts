@@ -2,6 +2,7 @@ import { RC } from '../codec/reason-codes.ts'
 import type { Broker } from './broker.ts'
 import { isExpired, unpersist } from './deliver.ts'
 import { packetTimedOut, pruneAddresses } from './limits.ts'
+import { pendingWillAllowed } from './ownership.ts'
 import { publishWill } from './will.ts'
 
 const RETAINED_SWEEP_MS = 60_000
@@ -47,7 +48,7 @@ export function sweep(broker: Broker): void {
     if (s.pendingWill !== null && s.pendingWillAt <= now) {
       const w = s.pendingWill
       s.pendingWill = null
-      publishWill(broker, w)
+      if (pendingWillAllowed(broker, s, w, 'at publication')) publishWill(broker, w)
       broker.saveSession(s)
     }
     if (s.expiresAt() <= now) {

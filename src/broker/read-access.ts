@@ -6,8 +6,20 @@
  * when they leave the queue, unacknowledged ones resent on resumption. Without an ACL no
  * session has a reader and nothing is checked. The reader also keeps its client's publish
  * decisions per topic (a fan-out publisher would otherwise walk the rules for every message).
+ *
+ * Cost: the reader compiles its client's read rules once per ACL version (read-rules.ts), and
+ * each subscription keeps the part that overlaps its filter (`Subscription.read`), or nothing
+ * when all its topics are readable: then its messages are not checked at all. A topic is
+ * split once per message for all subscriptions that need a check.
+ *
+ * A session restored after a restart gets a reader from its stored owner and client id before
+ * its client returns (restoreReader); the address is unknown then, and `ip:` rules are taken as
+ * the worst case (acl.ts whoMatches): its offline queue only takes messages every address of
+ * that user may read, so a message it might not read never pushes out one it may.
  */
 import type { Principal, Security } from '../auth/security.ts'
+import { UNKNOWN_ADDRESS } from '../auth/acl.ts'
+import { compileRead, readAllowed, scopeOf, type ReadRules } from '../auth/read-rules.ts'
 import type { ClientAcl } from '../auth/types.ts'
 import type { Session } from '../session/session.ts'
 import type { Subscription } from '../session/types.ts'
@@ -25,6 +37,8 @@ export class Reader implements Principal {
   #published: Map<string, boolean> | null = null
   /** The rules version (Security.aclEpoch) the publish decisions were made under. */
   #epoch = 0
+  #read: ReadRules | null = null
+  #readEpoch = 0
 
   constructor(who: Principal) {
     this.clientId = who.clientId
@@ -53,6 +67,25 @@ export class Reader implements Principal {
     }
     return v
   }
+
+  /** The rules that can decide what this client reads (compiled once per rules version). */
+  readRules(sec: Security): ReadRules {
+    let r = this.#read
+    if (r === null || this.#readEpoch !== sec.aclEpoch) {
+      r = this.#read = compileRead(sec.acl?.rules ?? null, this.acl, { clientId: this.clientId, username: this.username, address: this.socket.remoteAddress })
+      this.#readEpoch = sec.aclEpoch
+    }
+    return r
+  }
+
+  /** The read rules for a subscription's topics, null when all are readable (kept on it). */
+  scope(sec: Security, sub: Subscription): ReadRules | null {
+    const v = sub.read
+    if (v != null && v.reader === this && v.epoch === sec.aclEpoch) return v.rules
+    const rules = scopeOf(this.readRules(sec), sub.filter.split('/'))
+    sub.read = { reader: this, epoch: sec.aclEpoch, rules }
+    return rules
+  }
 }
 
 /** May the client of this connection publish to `topic` (its session's reader caches it). */
@@ -64,17 +97,44 @@ export function mayPublish(sec: Security, conn: Principal & { session: { reader:
 /** Whether the session's client may read a message on `topic` (true without an ACL). */
 export function mayRead(broker: Broker, s: Session, topic: string): boolean {
   const r = s.reader
-  return r === null || broker.security === null || broker.security.authorize(r, 'read', topic)
+  const sec = broker.security
+  return r === null || sec === null || (topic.length > 0 && readAllowed(r.readRules(sec), topic.split('/')))
 }
 
-/** Per subscription of a topic's match list: 1 when its client may read the topic. */
+/** readableFlags' answer when every subscription may read the topic (no entry is 0). */
+const ALL_READABLE = new Uint8Array(0)
+
+/**
+ * Per subscription of a topic's match list: 0 when its client may not read the topic (an
+ * index past the end: it may). Subscriptions whose topics are all readable cost a lookup.
+ */
 export function readableFlags(broker: Broker, topic: string, subs: Subscription[]): Uint8Array {
-  const out = new Uint8Array(subs.length)
+  const sec = broker.security
+  if (sec === null) return ALL_READABLE
+  let levels: string[] | null = null
+  let out: Uint8Array | null = null
   for (let i = 0; i < subs.length; i++) {
-    const s = broker.sessions.get(subs[i]!.clientId)
-    out[i] = s === undefined || mayRead(broker, s, topic) ? 1 : 0
+    const sub = subs[i]!
+    const r = broker.sessions.get(sub.clientId)?.reader ?? null
+    if (r === null) continue
+    const rules = r.scope(sec, sub)
+    if (rules === null || readAllowed(rules, levels ??= topic.split('/'))) continue
+    if (out === null) out = new Uint8Array(subs.length).fill(1)
+    out[i] = 0
   }
-  return out
+  return out ?? ALL_READABLE
+}
+
+/**
+ * A restored session's reader, before its client returns: its stored owner and client id, the
+ * address unknown (worst case for `ip:` rules). A token's topic lists are not stored: a client
+ * restricted only by a token gets them back when it reconnects.
+ */
+export function restoreReader(broker: Broker, s: Session): void {
+  const sec = broker.security
+  if (sec === null || sec.acl === null) return
+  s.reader = new Reader({ clientId: s.clientId, username: s.owner, acl: null, socket: { remoteAddress: UNKNOWN_ADDRESS } })
+  broker.readChecks = true
 }
 
 /**
