@@ -30,11 +30,15 @@ export interface ReadWho {
   address: string
 }
 
-/** A client's read rules: its token's subscribe list (allow, else deny), else the rules file's. */
-export function compileRead(file: AclRules | null, clientAcl: ClientAcl | null, who: ReadWho): ReadRules {
+/**
+ * A client's read (or publish) rules: its token's subscribe (publish) list (allow, else deny),
+ * else the rules file's subscribe (publish) and `all` rules.
+ */
+export function compileRead(file: AclRules | null, clientAcl: ClientAcl | null, who: ReadWho, action: 'read' | 'publish' = 'read'): ReadRules {
   const rules: ReadRule[] = []
+  const skip = action === 'read' ? 'publish' : 'subscribe'
   if (clientAcl !== null) {
-    for (const c of compileList(clientAcl.subscribe)) {
+    for (const c of compileList(action === 'read' ? clientAcl.subscribe : clientAcl.publish)) {
       const levels = levelsFor(c.levels, c.placeholders, 'allow', who)
       if (levels !== null) rules.push({ allow: true, levels })
     }
@@ -42,7 +46,7 @@ export function compileRead(file: AclRules | null, clientAcl: ClientAcl | null, 
   }
   if (file === null) return { rules, defaultAllow: true }
   for (const r of file.rules) {
-    if (r.action === 'publish' || !whoMatches(r.who, r.decision, who)) continue
+    if (r.action === skip || !whoMatches(r.who, r.decision, who)) continue
     const levels = levelsFor(r.levels, r.placeholders, r.decision, who)
     if (levels !== null) rules.push({ allow: r.decision === 'allow', levels })
   }

@@ -39,6 +39,7 @@ export class Reader implements Principal {
   #epoch = 0
   #read: ReadRules | null = null
   #readEpoch = 0
+  #publish: ReadRules | null = null
 
   constructor(who: Principal) {
     this.clientId = who.clientId
@@ -58,10 +59,12 @@ export class Reader implements Principal {
     if (cache === null || this.#epoch !== sec.aclEpoch) {
       cache = this.#published = new Map()
       this.#epoch = sec.aclEpoch
+      this.#publish = compileRead(sec.acl?.rules ?? null, this.acl, this.#who(), 'publish')
     }
     let v = cache.get(topic)
     if (v === undefined) {
-      v = sec.authorize(this, 'publish', topic)
+      // a topic name the PUBLISH handler validated: non-empty, no wildcards
+      v = readAllowed(this.#publish!, topic.split('/'))
       if (cache.size >= PUBLISH_CACHE_MAX) cache.clear()
       cache.set(topic, v)
     }
@@ -72,10 +75,14 @@ export class Reader implements Principal {
   readRules(sec: Security): ReadRules {
     let r = this.#read
     if (r === null || this.#readEpoch !== sec.aclEpoch) {
-      r = this.#read = compileRead(sec.acl?.rules ?? null, this.acl, { clientId: this.clientId, username: this.username, address: this.socket.remoteAddress })
+      r = this.#read = compileRead(sec.acl?.rules ?? null, this.acl, this.#who())
       this.#readEpoch = sec.aclEpoch
     }
     return r
+  }
+
+  #who(): { clientId: string; username: string | undefined; address: string } {
+    return { clientId: this.clientId, username: this.username, address: this.socket.remoteAddress }
   }
 
   /** The read rules for a subscription's topics, null when all are readable (kept on it). */

@@ -27,7 +27,7 @@ function randomTopic(r: () => number): string {
 
 const ALL: ReadRules = { rules: [], defaultAllow: true }
 
-describe('read rules (compiled per client, scoped per subscription) decide as authorize() does', () => {
+describe('read and publish rules (compiled per client, scoped per subscription) decide as authorize() does', () => {
   test('random rules files, clients, subscriptions and topics (seeded)', () => {
     let compared = 0
     for (let seed = 1; seed <= 300; seed++) {
@@ -39,6 +39,7 @@ describe('read rules (compiled per client, scoped per subscription) decide as au
       for (const address of ['127.0.0.1', '10.1.2.3', UNKNOWN_ADDRESS]) {
         const who = { clientId: 'c1', username: r() < 0.8 ? 'u1' : undefined, address }
         const read = compileRead(file, null, who)
+        const publish = compileRead(file, null, who, 'publish')
         for (let k = 0; k < 10; k++) {
           const filter = randomFilter(r, false)
           const scope = scopeOf(read, filter.split('/')) ?? ALL
@@ -46,6 +47,8 @@ describe('read rules (compiled per client, scoped per subscription) decide as au
             const topic = randomTopic(r)
             const expected = authorize(file, { ...who, action: 'read', topic }) === 'allow'
             expect([seed, topic, readAllowed(read, topic.split('/'))]).toEqual([seed, topic, expected])
+            const mayPublish = authorize(file, { ...who, action: 'publish', topic }) === 'allow'
+            expect([seed, topic, readAllowed(publish, topic.split('/'))]).toEqual([seed, topic, mayPublish])
             if (!filterMatches(filter, topic)) continue
             expect([seed, filter, topic, readAllowed(scope, topic.split('/'))]).toEqual([seed, filter, topic, expected])
             compared++
@@ -67,8 +70,10 @@ describe('read rules (compiled per client, scoped per subscription) decide as au
     const acl = { publish: [], subscribe: ['users/%u/#', 'open/+'] }
     const who = { clientId: 'c', username: 'u', address: '127.0.0.1' }
     const read = compileRead(null, acl, who)
-    for (const topic of ['users/u/x', 'users/v/x', 'open/1', 'open/1/2', 'other']) {
+    const publish = compileRead(null, { publish: ['open/%c'], subscribe: [] }, who, 'publish')
+    for (const topic of ['users/u/x', 'users/v/x', 'open/1', 'open/1/2', 'open/c', 'other']) {
       expect([topic, readAllowed(read, topic.split('/'))]).toEqual([topic, authorizeClientAcl(acl, { ...who, action: 'read', topic }) === 'allow'])
+      expect([topic, readAllowed(publish, topic.split('/'))]).toEqual([topic, topic === 'open/c'])
     }
     expect(scopeOf(read, ['users', 'u', '#'])).toBeNull()
     expect(scopeOf(read, ['#'])).not.toBeNull()
