@@ -65,6 +65,8 @@ export interface AclRule {
   placeholders: boolean
   /** 1-based line in the rules file. */
   line: number
+  /** The rule compiled for matching, when it has no placeholders (read-rules.ts; one per rule, shared by all clients). */
+  compiled?: unknown
 }
 
 export interface AclRules {

@@ -9,8 +9,9 @@
  *
  * Cost: the reader compiles its client's read rules once per ACL version (read-rules.ts), and
  * each subscription keeps the part that overlaps its filter (`Subscription.read`), or nothing
- * when all its topics are readable: then its messages are not checked at all. A topic is
- * split once per message for all subscriptions that need a check.
+ * when all its topics are readable: then its messages are not checked at all. Most rules match
+ * by string comparison (`a/b`, `a/#`, `#`); a topic is split once per message, only for rules
+ * with `+`.
  *
  * A session restored after a restart gets a reader from its stored owner and client id before
  * its client returns (restoreReader); the address is unknown then, and `ip:` rules are taken as
@@ -19,7 +20,7 @@
  */
 import type { Principal, Security } from '../auth/security.ts'
 import { UNKNOWN_ADDRESS } from '../auth/acl.ts'
-import { compileRead, readAllowed, scopeOf, type ReadRules } from '../auth/read-rules.ts'
+import { compileRead, nextGen, readAllowed, scopeOf, type ReadRules } from '../auth/read-rules.ts'
 import type { ClientAcl } from '../auth/types.ts'
 import type { Session } from '../session/session.ts'
 import type { Subscription } from '../session/types.ts'
@@ -64,7 +65,7 @@ export class Reader implements Principal {
     let v = cache.get(topic)
     if (v === undefined) {
       // a topic name the PUBLISH handler validated: non-empty, no wildcards
-      v = readAllowed(this.#publish!, topic.split('/'))
+      v = readAllowed(this.#publish!, topic, null)
       if (cache.size >= PUBLISH_CACHE_MAX) cache.clear()
       cache.set(topic, v)
     }
@@ -85,14 +86,6 @@ export class Reader implements Principal {
     return { clientId: this.clientId, username: this.username, address: this.socket.remoteAddress }
   }
 
-  /** The read rules for a subscription's topics, null when all are readable (kept on it). */
-  scope(sec: Security, sub: Subscription): ReadRules | null {
-    const v = sub.read
-    if (v != null && v.reader === this && v.epoch === sec.aclEpoch) return v.rules
-    const rules = scopeOf(this.readRules(sec), sub.filter.split('/'))
-    sub.read = { reader: this, epoch: sec.aclEpoch, rules }
-    return rules
-  }
 }
 
 /** May the client of this connection publish to `topic` (its session's reader caches it). */
@@ -105,31 +98,45 @@ export function mayPublish(sec: Security, conn: Principal & { session: { reader:
 export function mayRead(broker: Broker, s: Session, topic: string): boolean {
   const r = s.reader
   const sec = broker.security
-  return r === null || sec === null || (topic.length > 0 && readAllowed(r.readRules(sec), topic.split('/')))
+  return r === null || sec === null || (topic.length > 0 && readAllowed(r.readRules(sec), topic, null))
 }
 
-/** readableFlags' answer when every subscription may read the topic (no entry is 0). */
-const ALL_READABLE = new Uint8Array(0)
+/** readableFlags' answer when every subscription may read the topic: all 1, shared, grown as needed. */
+let allReadable = new Uint8Array(64).fill(1)
 
 /**
- * Per subscription of a topic's match list: 0 when its client may not read the topic (an
- * index past the end: it may). Subscriptions whose topics are all readable cost a lookup.
+ * Per subscription of a topic's match list: 1 when its client may read the topic. The array
+ * may be longer than the list (when all may read it). Subscriptions whose topics are all
+ * readable cost a lookup.
  */
 export function readableFlags(broker: Broker, topic: string, subs: Subscription[]): Uint8Array {
   const sec = broker.security
-  if (sec === null) return ALL_READABLE
+  if (allReadable.length < subs.length) allReadable = new Uint8Array(subs.length * 2).fill(1)
+  if (sec === null) return allReadable
   let levels: string[] | null = null
   let out: Uint8Array | null = null
+  let gen = 0
+  const epoch = sec.aclEpoch
   for (let i = 0; i < subs.length; i++) {
     const sub = subs[i]!
-    const r = broker.sessions.get(sub.clientId)?.reader ?? null
-    if (r === null) continue
-    const rules = r.scope(sec, sub)
-    if (rules === null || readAllowed(rules, levels ??= topic.split('/'))) continue
+    const v = sub.read
+    const rules = v != null && v.epoch === epoch ? v.rules : scope(broker, sec, sub)
+    if (rules === null || readAllowed(rules, topic, rules.needsLevels ? (levels ??= topic.split('/')) : null, gen === 0 ? (gen = nextGen()) : gen)) continue
     if (out === null) out = new Uint8Array(subs.length).fill(1)
     out[i] = 0
   }
-  return out ?? ALL_READABLE
+  return out ?? allReadable
+}
+
+/**
+ * The read rules for a subscription's topics, null when all are readable (no reader, or no
+ * deny rule reaches its filter); kept on it until the rules or its session's reader change.
+ */
+function scope(broker: Broker, sec: Security, sub: Subscription): ReadRules | null {
+  const r = broker.sessions.get(sub.clientId)?.reader ?? null
+  const rules = r === null ? null : scopeOf(r.readRules(sec), sub.filter.split('/'))
+  sub.read = { epoch: sec.aclEpoch, rules }
+  return rules
 }
 
 /**
@@ -142,6 +149,7 @@ export function restoreReader(broker: Broker, s: Session): void {
   if (sec === null || sec.acl === null) return
   s.reader = new Reader({ clientId: s.clientId, username: s.owner, acl: null, socket: { remoteAddress: UNKNOWN_ADDRESS } })
   broker.readChecks = true
+  for (const sub of s.subscriptionList()) sub.read = null
 }
 
 /**
@@ -159,5 +167,8 @@ export function setReader(broker: Broker, s: Session, conn: Principal): void {
     broker.readChecks = true
   }
   // only a session with subscriptions is in any cached match list
-  if (old !== s.reader && s.subscriptionCount > 0) broker.matchCache.clear()
+  if (old !== s.reader && s.subscriptionCount > 0) {
+    broker.matchCache.clear()
+    for (const sub of s.subscriptionList()) sub.read = null
+  }
 }

@@ -20,9 +20,8 @@ export interface Subscription {
   read?: SubscriptionRead | null
 }
 
-/** The read rules that apply to a subscription's topics (null: all readable), and for whom. */
+/** The read rules that apply to a subscription's topics (null: all readable), under which rules version. */
 export interface SubscriptionRead {
-  reader: object
   epoch: number
   rules: ReadRules | null
 }

@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { authorize, authorizeClientAcl, parseAcl, UNKNOWN_ADDRESS } from '../../src/auth/acl.ts'
-import { compileRead, readAllowed, scopeOf, type ReadRules } from '../../src/auth/read-rules.ts'
+import { compileRead, nextGen, readAllowed, scopeOf, type ReadRules } from '../../src/auth/read-rules.ts'
 import { filterMatches } from '../../src/topic/match.ts'
 import { prng } from '../helpers/prng.ts'
 
@@ -25,7 +25,7 @@ function randomTopic(r: () => number): string {
   return Array.from({ length: n }, (_, i) => LEVELS[Math.floor(r() * (i === 0 ? LEVELS.length : LEVELS.length - 1))]!).join('/')
 }
 
-const ALL: ReadRules = { rules: [], defaultAllow: true }
+const ALL: ReadRules = { rules: [], defaultAllow: true, needsLevels: false }
 
 describe('read and publish rules (compiled per client, scoped per subscription) decide as authorize() does', () => {
   test('random rules files, clients, subscriptions and topics (seeded)', () => {
@@ -45,12 +45,14 @@ describe('read and publish rules (compiled per client, scoped per subscription) 
           const scope = scopeOf(read, filter.split('/')) ?? ALL
           for (let t = 0; t < 10; t++) {
             const topic = randomTopic(r)
+            // one message number for all checks of this topic: rules shared by clients answer once
+            const gen = nextGen()
             const expected = authorize(file, { ...who, action: 'read', topic }) === 'allow'
-            expect([seed, topic, readAllowed(read, topic.split('/'))]).toEqual([seed, topic, expected])
+            expect([seed, topic, readAllowed(read, topic, read.needsLevels ? topic.split('/') : null, gen)]).toEqual([seed, topic, expected])
             const mayPublish = authorize(file, { ...who, action: 'publish', topic }) === 'allow'
-            expect([seed, topic, readAllowed(publish, topic.split('/'))]).toEqual([seed, topic, mayPublish])
+            expect([seed, topic, readAllowed(publish, topic, publish.needsLevels ? topic.split('/') : null)]).toEqual([seed, topic, mayPublish])
             if (!filterMatches(filter, topic)) continue
-            expect([seed, filter, topic, readAllowed(scope, topic.split('/'))]).toEqual([seed, filter, topic, expected])
+            expect([seed, filter, topic, readAllowed(scope, topic, scope.needsLevels ? topic.split('/') : null, gen)]).toEqual([seed, filter, topic, expected])
             compared++
           }
         }
@@ -61,7 +63,7 @@ describe('read and publish rules (compiled per client, scoped per subscription) 
 
   test('an unknown address: allowed only what every address is allowed', () => {
     const file = parseAcl('allow ip:10.0.0.0/8 subscribe a/#\ndeny ip:127.0.0.1 subscribe b/#\nallow all subscribe #\n', 'acl.txt')
-    const at = (address: string, topic: string) => readAllowed(compileRead(file, null, { clientId: 'c', username: 'u', address }), topic.split('/'))
+    const at = (address: string, topic: string) => readAllowed(compileRead(file, null, { clientId: 'c', username: 'u', address }), topic, null)
     expect([at('10.0.0.1', 'a/1'), at('10.0.0.1', 'b/1'), at('127.0.0.1', 'b/1'), at('127.0.0.1', 'c')]).toEqual([true, true, false, true])
     expect([at(UNKNOWN_ADDRESS, 'a/1'), at(UNKNOWN_ADDRESS, 'b/1'), at(UNKNOWN_ADDRESS, 'c')]).toEqual([true, false, true])
   })
@@ -72,8 +74,8 @@ describe('read and publish rules (compiled per client, scoped per subscription) 
     const read = compileRead(null, acl, who)
     const publish = compileRead(null, { publish: ['open/%c'], subscribe: [] }, who, 'publish')
     for (const topic of ['users/u/x', 'users/v/x', 'open/1', 'open/1/2', 'open/c', 'other']) {
-      expect([topic, readAllowed(read, topic.split('/'))]).toEqual([topic, authorizeClientAcl(acl, { ...who, action: 'read', topic }) === 'allow'])
-      expect([topic, readAllowed(publish, topic.split('/'))]).toEqual([topic, topic === 'open/c'])
+      expect([topic, readAllowed(read, topic, read.needsLevels ? topic.split('/') : null)]).toEqual([topic, authorizeClientAcl(acl, { ...who, action: 'read', topic }) === 'allow'])
+      expect([topic, readAllowed(publish, topic, publish.needsLevels ? topic.split('/') : null)]).toEqual([topic, topic === 'open/c'])
     }
     expect(scopeOf(read, ['users', 'u', '#'])).toBeNull()
     expect(scopeOf(read, ['#'])).not.toBeNull()
