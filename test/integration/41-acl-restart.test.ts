@@ -3,7 +3,7 @@
  * session restored after a restart has its messages checked before its client returns (the
  * address unknown: `ip:` rules as the worst case), pending (delayed) wills are checked on reload
  * and when published, and a session stored before sessions had owners goes to the first client
- * that resumes it.
+ * that resumes it; retained messages count their properties and UTF-8 bytes.
  *
  * Absence of a message is shown by order (a later message arrives first), never by waiting.
  */
@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { accepted, aclFileIn, attempt, nextMessage, passwdFile, publish1, subackCodes } from '../helpers/acl-clients.ts'
 import { captureLog } from '../helpers/capture-log.ts'
+import * as b from '../helpers/packet-builder.ts'
 import { RawClient } from '../helpers/raw-client.ts'
 import { startBroker } from '../helpers/start-broker.ts'
 import { until } from '../helpers/until.ts'
@@ -165,4 +166,27 @@ test('a session stored before sessions had owners (owner NULL) goes to the first
   const alice = await attempt(br.port, { version: 5, user: 'alice', clientId: 'legacy-1', persistent: true })
   expect(alice.code).toBe(0x87)
   alice.c.destroy()
+})
+
+describe('retained bytes count what is stored (limits.maxRetainedBytes)', () => {
+  test('UTF-8 bytes of the topic, the payload and the MQTT 5 properties; properties alone can pass the limit', async () => {
+    await using br = await startBroker({ VMQTT_LIMITS_MAX_RETAINED_BYTES: '1000' })
+    const { client: sub } = await RawClient.open(br.port, { version: 5, clientId: 'rb-sub' })
+    sub.send(b.subscribe(1, [{ topic: 'r/#', qos: 0 }], { version: 5 }))
+    await sub.nextOf('suback')
+    const { client: pub } = await RawClient.open(br.port, { version: 5, clientId: 'rb-pub' })
+    // 'r/é' is 4 bytes in UTF-8 (3 UTF-16 units); user property: 0x26 + 2 + 1 + 2 + 3 = 9 bytes;
+    // correlation data: 0x09 + 2 + 4; content type: 0x03 + 2 + 4; message expiry: 5
+    const props = { userProperties: [['k', 'vvv']] as [string, string][], correlationData: 'abcd', contentType: 'text', messageExpiry: 60 }
+    pub.send(b.publish({ topic: 'r/é', payload: 'hello', retain: true, version: 5, properties: props }))
+    await sub.nextOf('publish')
+    expect(br.broker.store.retainedBytes()).toBe(4 + 5 + 9 + 7 + 7 + 5)
+    // a small payload with ~1 KB of user properties is not retained
+    const heavy = { userProperties: Array.from({ length: 20 }, (_, i) => [`key-${i}`, 'v'.repeat(40)] as [string, string]) }
+    pub.send(b.publish({ topic: 'r/heavy', payload: 'x', retain: true, version: 5, properties: heavy }))
+    await sub.nextOf('publish')
+    expect(br.broker.store.getRetained('r/heavy')).toBeUndefined()
+    expect(br.broker.stats.retainedRefused).toBe(1)
+    await Promise.all([sub.close(), pub.close()])
+  })
 })
