@@ -98,6 +98,14 @@ describe('pending (delayed) wills and the ACL', () => {
     will: { topic: `will/${clientId}`, payload: 'gone', properties: { willDelay: 2 } },
   })
 
+  /** A message published now is the next one `sub` gets (no will came before it); closes both. */
+  async function markerComesFirst(port: number, sub: RawClient): Promise<void> {
+    const p = await accepted(port, { version: 5 })
+    expect(await publish1(p, 5, 'm/after', 'marker')).toBe(0)
+    expect(await nextMessage(sub)).toEqual(['m/after', 'marker'])
+    await Promise.all([p.close(), sub.close()])
+  }
+
   test('denied by rules reloaded before the delay ends: dropped on reload, logged and audited, never published', async () => {
     const acl = aclFileIn(dir, 'allow all all #\n')
     const audit = fresh('audit.log')
@@ -118,10 +126,7 @@ describe('pending (delayed) wills and the ACL', () => {
     expect(lines.some((l) => l.event === 'acl-denied' && l.action === 'pending will dropped on reload' && l.topic === 'will/w-reload')).toBe(true)
     // past its due time (and a sweep), a later message is the first to arrive
     await until('the will delay to pass', () => Date.now() > due + 600, 5000)
-    const p = await accepted(br.port, { version: 5 })
-    expect(await publish1(p, 5, 'm/after', 'marker')).toBe(0)
-    expect(await nextMessage(sub)).toEqual(['m/after', 'marker'])
-    await Promise.all([p.close(), sub.close()])
+    await markerComesFirst(br.port, sub)
   }, 15_000)
 
   test('stored across a restart under rules that now deny it: dropped when due, not published', async () => {
@@ -139,10 +144,7 @@ describe('pending (delayed) wills and the ACL', () => {
     expect(await subackCodes(sub, 5, ['will/#', 'm/#'])).toEqual([1, 1])
     expect(br.broker.sessions.get('w-restart')!.pendingWill).not.toBeNull()
     await until('the will to be dropped', () => cap.matching('will dropped').some((l) => l.fields.when === 'at publication'), 6000)
-    const p = await accepted(br.port, { version: 5 })
-    expect(await publish1(p, 5, 'm/after', 'marker')).toBe(0)
-    expect(await nextMessage(sub)).toEqual(['m/after', 'marker'])
-    await Promise.all([p.close(), sub.close()])
+    await markerComesFirst(br.port, sub)
   }, 15_000)
 })
 
