@@ -65,6 +65,8 @@ export interface AclRule {
   placeholders: boolean
   /** 1-based line in the rules file. */
   line: number
+  /** The rule compiled for matching, when it has no placeholders (read-rules.ts; one per rule, shared by all clients). */
+  compiled?: unknown
 }
 
 export interface AclRules {
@@ -167,12 +169,23 @@ function ipMatches(list: BlockList, address: string): boolean {
   return family !== 0 && list.check(a, family === 4 ? 'ipv4' : 'ipv6')
 }
 
-function whoMatches(who: AclWho[], req: AclRequest): boolean {
+/**
+ * Whether every condition of a rule holds for the client. An unknown address (UNKNOWN_ADDRESS:
+ * a session restored after a restart, before its client returns) is taken as the worst case:
+ * it matches every `ip:` condition of a deny rule and none of an allow rule, so what is allowed
+ * for it is allowed from every address.
+ */
+export function whoMatches(who: AclWho[], decision: 'allow' | 'deny', req: Pick<AclRequest, 'username' | 'clientId' | 'address'>): boolean {
   for (const w of who) {
-    if (w.kind === 'user' ? req.username !== w.name : w.kind === 'client' ? req.clientId !== w.id : !ipMatches(w.list, req.address)) return false
+    if (w.kind === 'user' ? req.username !== w.name
+      : w.kind === 'client' ? req.clientId !== w.id
+      : req.address === UNKNOWN_ADDRESS ? decision === 'allow' : !ipMatches(w.list, req.address)) return false
   }
   return true
 }
+
+/** The address of a client the broker has not seen since it started (see whoMatches). */
+export const UNKNOWN_ADDRESS = ''
 
 /** A placeholder value that cannot widen a rule, or null. */
 function safeValue(v: string | undefined): string | null {
@@ -183,7 +196,7 @@ function safeValue(v: string | undefined): string | null {
  * The rule's filter levels for this client. Allow: null when a placeholder value is unusable
  * or turns the filter into a $-filter. Deny: an unusable value makes its level '+'.
  */
-function levelsFor(levels: string[], placeholders: boolean, decision: 'allow' | 'deny', req: AclRequest): string[] | null {
+export function levelsFor(levels: string[], placeholders: boolean, decision: 'allow' | 'deny', req: Pick<AclRequest, 'username' | 'clientId'>): string[] | null {
   if (!placeholders) return levels
   const user = safeValue(req.username)
   const client = safeValue(req.clientId)
@@ -277,7 +290,7 @@ export function authorize(rules: AclRules, req: AclRequest): Decision {
   let denies: string[][] | null = null
   for (const rule of rules.rules) {
     if (rule.action !== 'all' && rule.action !== action) continue
-    if (!whoMatches(rule.who, req)) continue
+    if (!whoMatches(rule.who, rule.decision, req)) continue
     const f = levelsFor(rule.levels, rule.placeholders, rule.decision, req)
     if (f === null) continue
     if (req.action !== 'subscribe') {
@@ -293,14 +306,14 @@ export function authorize(rules: AclRules, req: AclRequest): Decision {
   return rules.defaultDecision
 }
 
-interface CompiledFilter {
+export interface CompiledFilter {
   levels: string[]
   placeholders: boolean
 }
 
 const compiled = new WeakMap<string[], CompiledFilter[]>()
 
-function compileList(list: string[]): CompiledFilter[] {
+export function compileList(list: string[]): CompiledFilter[] {
   let c = compiled.get(list)
   if (c === undefined) {
     // an invalid filter in a token grants nothing

@@ -29,8 +29,10 @@ export function identity(c: { clientId: string; username: string | undefined; li
   return { clientId: clip(c.clientId) || undefined, username: clip(c.username), address: c.socket.remoteAddress, listener: c.listener }
 }
 const DENIALS_PER_SECOND = 10
-/** Keys a Throttle remembers before it starts afresh (an address flood must not grow it without end). */
+/** Keys a Throttle remembers (an address flood must not grow it without end). */
 const MAX_THROTTLE_KEYS = 10_000
+/** The key new keys share while a Throttle is full of live ones. */
+const OVERFLOW_KEY = '\u0000overflow'
 
 /**
  * At most `perSecond` lines per key per second (a key: an address, a quota name). take()
@@ -39,17 +41,31 @@ const MAX_THROTTLE_KEYS = 10_000
  */
 export class Throttle {
   readonly perSecond: number
+  readonly maxKeys: number
   #keys = new Map<string, { at: number; lines: number; suppressed: number }>()
+  #sweptAt = 0
 
-  constructor(perSecond = DENIALS_PER_SECOND) {
+  constructor(perSecond = DENIALS_PER_SECOND, maxKeys = MAX_THROTTLE_KEYS) {
     this.perSecond = perSecond
+    this.maxKeys = maxKeys
   }
 
+  /**
+   * When full, keys whose second has passed with nothing left out are forgotten (at most one
+   * sweep a second); while it is still full, new keys share one entry. A flood of new
+   * addresses never resets the throttle of another address.
+   */
   take(key: string, now = Date.now()): number {
     let t = this.#keys.get(key)
     if (t === undefined) {
-      if (this.#keys.size >= MAX_THROTTLE_KEYS) this.#keys.clear()
-      this.#keys.set(key, t = { at: now, lines: 0, suppressed: 0 })
+      const keys = this.#keys
+      if (keys.size >= this.maxKeys && now - this.#sweptAt >= 1000) {
+        this.#sweptAt = now
+        for (const [k, v] of keys) if (now - v.at >= 1000 && v.suppressed === 0 && k !== OVERFLOW_KEY) keys.delete(k)
+      }
+      if (keys.size >= this.maxKeys) key = OVERFLOW_KEY
+      t = keys.get(key)
+      if (t === undefined) keys.set(key, t = { at: now, lines: 0, suppressed: 0 })
     }
     if (now - t.at >= 1000) { t.at = now; t.lines = 0 }
     if (t.lines >= this.perSecond) { t.suppressed++; return -1 }

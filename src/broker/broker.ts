@@ -34,7 +34,7 @@ import { route, type Match } from './route.ts'
 import { publishSys } from './sys-topics.ts'
 import { publishWill } from './will.ts'
 import { identity, Throttle } from '../auth/audit.ts'
-import { dropRemovedUsers, recheckWill, SessionOwners } from './ownership.ts'
+import { dropRemovedUsers, pendingWillAllowed, recheckWill, SessionOwners } from './ownership.ts'
 
 export interface BrokerStats {
   msgsIn: number
@@ -296,7 +296,7 @@ export class Broker {
     if (s.pendingWill !== null) {
       const w = s.pendingWill
       s.pendingWill = null
-      publishWill(this, w)
+      if (pendingWillAllowed(this, s, w, 'at publication')) publishWill(this, w)
     }
   }
 
@@ -384,7 +384,8 @@ export class Broker {
    * After the ACL rules changed: cached read decisions go, and subscriptions of connected
    * clients that the new rules refuse (no topic they can match is readable any more) are
    * removed (as if unsubscribed); so is a will whose topic they may no longer publish to
-   * (recheckWill). Offline sessions are checked when they resume.
+   * (recheckWill). Offline sessions are checked when they resume; their pending (delayed) wills
+   * are checked now and again when published (pendingWillAllowed).
    */
   recheckSubscriptions(): void {
     const sec = this.security
@@ -392,7 +393,10 @@ export class Broker {
     this.matchCache.clear()
     for (const s of this.sessions.values()) {
       const conn = s.connection
-      if (conn === null) continue
+      if (conn === null) {
+        if (s.pendingWill !== null && !pendingWillAllowed(this, s, s.pendingWill, 'on reload')) { s.pendingWill = null; this.saveSession(s) }
+        continue
+      }
       let changed = false
       for (const sub of s.subscriptionList()) {
         if (sec.authorize(conn, 'subscribe', sub.filter)) continue

@@ -4,6 +4,7 @@ import { drainQueue, isExpired, unpersist } from './deliver.ts'
 import { countDrop, flushDropLog } from './queue.ts'
 import { packetTimedOut, pruneAddresses } from './limits.ts'
 import { queuedBytes } from './memory.ts'
+import { pendingWillAllowed } from './ownership.ts'
 import { publishWill } from './will.ts'
 
 const RETAINED_SWEEP_MS = 60_000
@@ -55,7 +56,7 @@ export function sweep(broker: Broker): void {
     if (s.pendingWill !== null && s.pendingWillAt <= now) {
       const w = s.pendingWill
       s.pendingWill = null
-      publishWill(broker, w)
+      if (pendingWillAllowed(broker, s, w, 'at publication')) publishWill(broker, w)
       broker.saveSession(s)
     }
     if (s.expiresAt() <= now) {

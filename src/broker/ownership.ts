@@ -1,6 +1,7 @@
 import { RC } from '../codec/reason-codes.ts'
 import type { Session } from '../session/session.ts'
-import { identity } from '../auth/audit.ts'
+import type { Will } from '../session/types.ts'
+import { clip, identity } from '../auth/audit.ts'
 import type { Broker } from './broker.ts'
 import type { Connection } from './connection.ts'
 
@@ -81,6 +82,24 @@ export function recheckWill(broker: Broker, conn: Connection): boolean {
   conn.will = null
   broker.log.info('will dropped: the ACL no longer allows its topic', { clientId: conn.clientId, topic: will.msg.topic })
   broker.security.audit.event('acl-denied', { ...identity(conn), action: 'will dropped on reload', topic: will.msg.topic })
+  return false
+}
+
+/**
+ * The pending (delayed) will of a disconnected session, checked against the ACL when the rules
+ * change and again when it is published: with its client's identity as last seen (its session's
+ * reader; after a restart, the stored owner and an unknown address). A denied will is dropped,
+ * logged and audited; `when` says at which point. Without an ACL every will passes.
+ */
+export function pendingWillAllowed(broker: Broker, s: Session, will: Will, when: 'on reload' | 'at publication'): boolean {
+  const sec = broker.security
+  const r = s.reader
+  if (sec === null || r === null || sec.authorize(r, 'publish', will.msg.topic)) return true
+  broker.log.info('will dropped: the ACL does not allow its topic', { clientId: s.clientId, topic: will.msg.topic, when })
+  sec.audit.event('acl-denied', {
+    clientId: clip(s.clientId) || undefined, username: clip(r.username), address: r.socket.remoteAddress || undefined,
+    action: `pending will dropped ${when}`, topic: will.msg.topic,
+  })
   return false
 }
 

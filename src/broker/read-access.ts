@@ -6,8 +6,21 @@
  * when they leave the queue, unacknowledged ones resent on resumption. Without an ACL no
  * session has a reader and nothing is checked. The reader also keeps its client's publish
  * decisions per topic (a fan-out publisher would otherwise walk the rules for every message).
+ *
+ * Cost: the reader compiles its client's read rules once per ACL version (read-rules.ts), and
+ * each subscription keeps the part that overlaps its filter (`Subscription.read`), or nothing
+ * when all its topics are readable: then its messages are not checked at all. Most rules match
+ * by string comparison (`a/b`, `a/#`, `#`); a topic is split once per message, only for rules
+ * with `+`.
+ *
+ * A session restored after a restart gets a reader from its stored owner and client id before
+ * its client returns (restoreReader); the address is unknown then, and `ip:` rules are taken as
+ * the worst case (acl.ts whoMatches): its offline queue only takes messages every address of
+ * that user may read, so a message it might not read never pushes out one it may.
  */
 import type { Principal, Security } from '../auth/security.ts'
+import { UNKNOWN_ADDRESS } from '../auth/acl.ts'
+import { compileRead, nextGen, readAllowed, scopeOf, type ReadRules } from '../auth/read-rules.ts'
 import type { ClientAcl } from '../auth/types.ts'
 import type { Session } from '../session/session.ts'
 import type { Subscription } from '../session/types.ts'
@@ -25,6 +38,9 @@ export class Reader implements Principal {
   #published: Map<string, boolean> | null = null
   /** The rules version (Security.aclEpoch) the publish decisions were made under. */
   #epoch = 0
+  #read: ReadRules | null = null
+  #readEpoch = 0
+  #publish: ReadRules | null = null
 
   constructor(who: Principal) {
     this.clientId = who.clientId
@@ -44,15 +60,32 @@ export class Reader implements Principal {
     if (cache === null || this.#epoch !== sec.aclEpoch) {
       cache = this.#published = new Map()
       this.#epoch = sec.aclEpoch
+      this.#publish = compileRead(sec.acl?.rules ?? null, this.acl, this.#who(), 'publish')
     }
     let v = cache.get(topic)
     if (v === undefined) {
-      v = sec.authorize(this, 'publish', topic)
+      // a topic name the PUBLISH handler validated: non-empty, no wildcards
+      v = readAllowed(this.#publish!, topic, null)
       if (cache.size >= PUBLISH_CACHE_MAX) cache.clear()
       cache.set(topic, v)
     }
     return v
   }
+
+  /** The rules that can decide what this client reads (compiled once per rules version). */
+  readRules(sec: Security): ReadRules {
+    let r = this.#read
+    if (r === null || this.#readEpoch !== sec.aclEpoch) {
+      r = this.#read = compileRead(sec.acl?.rules ?? null, this.acl, this.#who())
+      this.#readEpoch = sec.aclEpoch
+    }
+    return r
+  }
+
+  #who(): { clientId: string; username: string | undefined; address: string } {
+    return { clientId: this.clientId, username: this.username, address: this.socket.remoteAddress }
+  }
+
 }
 
 /** May the client of this connection publish to `topic` (its session's reader caches it). */
@@ -64,17 +97,59 @@ export function mayPublish(sec: Security, conn: Principal & { session: { reader:
 /** Whether the session's client may read a message on `topic` (true without an ACL). */
 export function mayRead(broker: Broker, s: Session, topic: string): boolean {
   const r = s.reader
-  return r === null || broker.security === null || broker.security.authorize(r, 'read', topic)
+  const sec = broker.security
+  return r === null || sec === null || (topic.length > 0 && readAllowed(r.readRules(sec), topic, null))
 }
 
-/** Per subscription of a topic's match list: 1 when its client may read the topic. */
+/** readableFlags' answer when every subscription may read the topic: all 1, shared, grown as needed. */
+let allReadable = new Uint8Array(64).fill(1)
+
+/**
+ * Per subscription of a topic's match list: 1 when its client may read the topic. The array
+ * may be longer than the list (when all may read it). Subscriptions whose topics are all
+ * readable cost a lookup.
+ */
 export function readableFlags(broker: Broker, topic: string, subs: Subscription[]): Uint8Array {
-  const out = new Uint8Array(subs.length)
+  const sec = broker.security
+  if (allReadable.length < subs.length) allReadable = new Uint8Array(subs.length * 2).fill(1)
+  if (sec === null) return allReadable
+  let levels: string[] | null = null
+  let out: Uint8Array | null = null
+  let gen = 0
+  const epoch = sec.aclEpoch
   for (let i = 0; i < subs.length; i++) {
-    const s = broker.sessions.get(subs[i]!.clientId)
-    out[i] = s === undefined || mayRead(broker, s, topic) ? 1 : 0
+    const sub = subs[i]!
+    const v = sub.read
+    const rules = v != null && v.epoch === epoch ? v.rules : scope(broker, sec, sub)
+    if (rules === null || readAllowed(rules, topic, rules.needsLevels ? (levels ??= topic.split('/')) : null, gen === 0 ? (gen = nextGen()) : gen)) continue
+    if (out === null) out = new Uint8Array(subs.length).fill(1)
+    out[i] = 0
   }
-  return out
+  return out ?? allReadable
+}
+
+/**
+ * The read rules for a subscription's topics, null when all are readable (no reader, or no
+ * deny rule reaches its filter); kept on it until the rules or its session's reader change.
+ */
+function scope(broker: Broker, sec: Security, sub: Subscription): ReadRules | null {
+  const r = broker.sessions.get(sub.clientId)?.reader ?? null
+  const rules = r === null ? null : scopeOf(r.readRules(sec), sub.filter.split('/'))
+  sub.read = { epoch: sec.aclEpoch, rules }
+  return rules
+}
+
+/**
+ * A restored session's reader, before its client returns: its stored owner and client id, the
+ * address unknown (worst case for `ip:` rules). A token's topic lists are not stored: a client
+ * restricted only by a token gets them back when it reconnects.
+ */
+export function restoreReader(broker: Broker, s: Session): void {
+  const sec = broker.security
+  if (sec === null || sec.acl === null) return
+  s.reader = new Reader({ clientId: s.clientId, username: s.owner, acl: null, socket: { remoteAddress: UNKNOWN_ADDRESS } })
+  broker.readChecks = true
+  for (const sub of s.subscriptionList()) sub.read = null
 }
 
 /**
@@ -92,5 +167,8 @@ export function setReader(broker: Broker, s: Session, conn: Principal): void {
     broker.readChecks = true
   }
   // only a session with subscriptions is in any cached match list
-  if (old !== s.reader && s.subscriptionCount > 0) broker.matchCache.clear()
+  if (old !== s.reader && s.subscriptionCount > 0) {
+    broker.matchCache.clear()
+    for (const sub of s.subscriptionList()) sub.read = null
+  }
 }

@@ -1,4 +1,8 @@
+import type { Session } from '../session/session.ts'
+import type { Will } from '../session/types.ts'
 import type { Broker } from './broker.ts'
+import { pendingWillAllowed } from './ownership.ts'
+import { restoreReader } from './read-access.ts'
 import { publishWill } from './will.ts'
 
 /**
@@ -10,11 +14,13 @@ import { publishWill } from './will.ts'
 export function restore(broker: Broker): void {
   const now = Date.now()
   const { sessions, outbox, queued, inboundQos2 } = broker.store.load()
-  const willsNow: Parameters<typeof publishWill>[1][] = []
+  const willsNow: [Session, Will][] = []
   for (const rec of sessions) {
     const s = broker.createSession(rec.clientId, rec.version)
     s.expiryInterval = rec.expiryInterval
     broker.sessionOwners.own(s, rec.owner ?? undefined)
+    // its messages are checked against the ACL before its client returns (read-access.ts)
+    restoreReader(broker, s)
     s.store = broker.store
     const wasConnected = rec.disconnectedAt === 0
     s.disconnectedAt = wasConnected ? now : rec.disconnectedAt
@@ -38,12 +44,12 @@ export function restore(broker: Broker): void {
         s.pendingWill = rec.will
         s.pendingWillAt = now + Math.min(rec.will.delay, s.expiryInterval) * 1000
       } else {
-        willsNow.push(rec.will)
+        willsNow.push([s, rec.will])
       }
     }
     if (wasConnected) broker.saveSession(s)
   }
-  for (const w of willsNow) publishWill(broker, w)
+  for (const [s, w] of willsNow) if (pendingWillAllowed(broker, s, w, 'at publication')) publishWill(broker, w)
   if (sessions.length > 0) {
     broker.log.info('sessions restored', {
       sessions: sessions.length,

@@ -11,7 +11,7 @@ const MATCH_CACHE_MAX = 10_000
 /** A topic's matching subscriptions and, once an ACL is in use, which of them may read it. */
 export interface Match {
   subs: Subscription[]
-  /** Per subscription: 1 when its client may read the topic; null without read checks. */
+  /** Per subscription: 1 when its client may read the topic (readableFlags); null without read checks. */
   readable: Uint8Array | null
 }
 

@@ -189,7 +189,7 @@ export const ConfigSchema = v.strictObject({
     maxRetainedMessages: int(0, 100_000_000, 1_000_000),
     /** Bytes of retained messages (topics + payloads) kept broker-wide, in memory and in the store
      * (0 = no limit); a message that would pass it is delivered but not retained (logged). */
-    maxRetainedBytes: int(0, 1_000_000_000_000, 256 * 1024 * 1024),
+    maxRetainedBytes: int(0, 1_000_000_000_000, 128 * 1024 * 1024),
     /** Sessions (connected or stored) one username may hold (0 = no limit); beyond it CONNACK 0x97 (v3 3). */
     maxSessionsPerUser: int(0, 100_000_000, 10_000),
     /** Highest keepalive (s) allowed; larger or zero requests get Server Keep Alive (v5). 0 = no cap. */

@@ -1,4 +1,5 @@
 import type { QoS } from 'mqtt-packet'
+import type { ReadRules } from '../auth/read-rules.ts'
 import type { Message } from '../codec/message.ts'
 
 /** One subscription of a session, as granted. */
@@ -15,6 +16,14 @@ export interface Subscription {
   retainHandling: 0 | 1 | 2
   /** Subscription Identifier, 0 when none. */
   subId: number
+  /** Which of its topics its client may read (read-access.ts); not stored. */
+  read?: SubscriptionRead | null
+}
+
+/** The read rules that apply to a subscription's topics (null: all readable), under which rules version. */
+export interface SubscriptionRead {
+  epoch: number
+  rules: ReadRules | null
 }
 
 /** A message on its way to one session, after aggregation of overlapping subscriptions. */

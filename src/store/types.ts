@@ -95,8 +95,24 @@ export interface Store {
   commit(): number
 }
 
-/** What a retained message counts for limits.maxRetainedBytes: its topic and payload. */
-export const retainedSize = (msg: Message): number => msg.topic.length + msg.payload.length
+/**
+ * What a retained message counts for limits.maxRetainedBytes, in bytes: its topic (UTF-8), its
+ * payload, and its MQTT 5 properties as they are encoded (identifier, length and value; user
+ * properties exactly as received; 5 bytes for a Message Expiry Interval).
+ */
+export function retainedSize(msg: Message): number {
+  let n = Buffer.byteLength(msg.topic, 'utf8') + msg.payload.length
+  const p = msg.props
+  if (p !== null) {
+    if (p.payloadFormatIndicator !== undefined) n += 2
+    if (p.contentType !== undefined) n += 3 + Buffer.byteLength(p.contentType, 'utf8')
+    if (p.responseTopic !== undefined) n += 3 + Buffer.byteLength(p.responseTopic, 'utf8')
+    if (p.correlationData !== undefined) n += 3 + p.correlationData.length
+    if (p.userProps !== undefined) n += p.userProps.length
+  }
+  if (msg.expiresAt > 0) n += 5
+  return n
+}
 
 /** A storage failure, with the reason code publishers should see. */
 export class StoreError extends Error {

@@ -24,9 +24,13 @@ interface Shape {
   wildcard: boolean
   /** Subscribers use this filter instead (e.g. `#`). */
   filter?: string
+  /** Every message on its own topic, `.../dev<6 digits>/temp` (per-device telemetry). */
+  devices?: boolean
 }
 
-interface Flow { pubs: Client[]; templates: PublishTemplate[]; spare: (Buffer | null)[]; subs: number; counter: Counter; sent: number; dropped: number; lastRecvAt: number }
+const DEVICE_DIGITS = 6
+
+interface Flow { pubs: Client[]; templates: PublishTemplate[]; spare: (Buffer | null)[]; subs: number; counter: Counter; sent: number; dropped: number; lastRecvAt: number; digitsAt: number[] }
 
 const DROP_AFTER_MS = 500
 
@@ -42,6 +46,7 @@ function pump(f: Flow, shape: Shape, running: () => boolean): void {
       if (room < shape.batch) return
       const n = shape.batch
       const b = stampedBatch(f.templates[i]!, n, null, f.spare[i] ?? null)
+      if (shape.devices === true) deviceTopics(b, f.templates[i]!.bytes.length, f.digitsAt[i]!, n, f.sent)
       p.write(b)
       // a buffer the kernel took whole is stamped again next time instead of copied (64 KiB payloads)
       f.spare[i] = p.blocked ? null : b
@@ -49,6 +54,14 @@ function pump(f: Flow, shape: Shape, running: () => boolean): void {
       wrote = true
     }
     if (!wrote) return
+  }
+}
+
+/** Writes device numbers first, first + 1, ... into the topics of a batch of n messages. */
+function deviceTopics(b: Buffer, len: number, at: number, n: number, first: number): void {
+  for (let i = 0; i < n; i++) {
+    let v = (first + i) % 10 ** DEVICE_DIGITS
+    for (let d = DEVICE_DIGITS - 1; d >= 0; d--) { b[i * len + at + d] = 48 + (v % 10); v = Math.floor(v / 10) }
   }
 }
 
@@ -62,7 +75,7 @@ export async function runQos0(ctx: RunContext, shape: Shape): Promise<Metrics> {
   const all: Client[] = []
   for (let fi = 0; fi < shape.flows; fi++) {
     const base = `bench/${tag}/${fi}`
-    const f: Flow = { pubs: [], templates: [], spare: [], subs: shape.subs, counter: { received: 0 }, sent: 0, dropped: 0, lastRecvAt: 0 }
+    const f: Flow = { pubs: [], templates: [], spare: [], subs: shape.subs, counter: { received: 0 }, sent: 0, dropped: 0, lastRecvAt: 0, digitsAt: [] }
     const subs = await connectAll(shape.subs, async (si) => {
       const s = subscriber(version, f.counter, hist, () => { f.lastRecvAt = performance.now(); pump(f, shape, isRunning) })
       await s.connect(broker.port, { clientId: `${tag}-f${fi}-s${si}`, version })
@@ -75,7 +88,10 @@ export async function runQos0(ctx: RunContext, shape: Shape): Promise<Metrics> {
       await p.connect(broker.port, { clientId: `${tag}-f${fi}-p${pi}`, version })
       return p
     })
-    f.templates = f.pubs.map((_, pi) => publishTemplate(shape.wildcard ? `${base}/${pi}` : `${base}/t`, payload, 0, version))
+    const topicOf = (pi: number) => shape.devices === true ? `${base}/${pi}/dev${'0'.repeat(DEVICE_DIGITS)}/temp` : shape.wildcard ? `${base}/${pi}` : `${base}/t`
+    f.templates = f.pubs.map((_, pi) => publishTemplate(topicOf(pi), payload, 0, version))
+    // the topic ends just before the packet id (QoS 0: the properties or payload)
+    f.digitsAt = f.templates.map((t, pi) => t.idAt - Buffer.byteLength(topicOf(pi)) + topicOf(pi).indexOf('/dev') + 4)
     all.push(...subs, ...f.pubs)
     flows.push(f)
   }
@@ -122,6 +138,14 @@ export const fanOutAll: Scenario = {
   title: 'QoS 0 fan-out: 1 publisher -> 100 subscribers on #, 16 B (deliveries/s)',
   metrics: [MSGS, ...LAT],
   run: (ctx) => runQos0(ctx, { flows: 1, pubs: 1, subs: 100, payload: 16, lead: 1000, batch: 50, wildcard: false, filter: '#' }),
+}
+
+/** Per-device telemetry: every message on its own topic (no cached match list helps), subscribers on `#`. */
+export const fanOutDevices: Scenario = {
+  name: 'fan-out-devices',
+  title: 'QoS 0 fan-out: 1 publisher -> 100 subscribers on #, a topic per message, 16 B (deliveries/s)',
+  metrics: [MSGS, ...LAT],
+  run: (ctx) => runQos0(ctx, { flows: 1, pubs: 1, subs: 100, payload: 16, lead: 1000, batch: 50, wildcard: false, filter: '#', devices: true }),
 }
 
 export const large: Scenario = {

@@ -72,7 +72,8 @@ export function willFromJson(s: string | null): { will: Will; at: number } | nul
 }
 
 export function subsToJson(subs: Subscription[]): string {
-  return JSON.stringify(subs)
+  // `read` is the broker's cache of read decisions (read-access.ts), not part of the subscription
+  return JSON.stringify(subs, (k, v) => (k === 'read' ? undefined : v))
 }
 
 export function subsFromJson(s: string): Subscription[] {
