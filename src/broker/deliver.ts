@@ -64,7 +64,7 @@ export function drainQueue(conn: Connection, session: Session): void {
     if (d === undefined) break
     if (isExpired(d, now)) { unpersist(session, d); countDrop(session.policy, 'expired'); continue }
     // no longer readable by this client (another user, or the rules changed)
-    if (session.reader !== null && !mayRead(conn.broker, session, d.msg.topic)) { unpersist(session, d); continue }
+    if (session.reader !== null && !mayRead(conn.broker, session, d.msg.topic)) { unpersist(session, d); countDrop(session.policy, 'acl-read'); continue }
     if (d.qos === 0) { writePublish(conn, d.msg, 0, d.retain, d.subIds, 0, false); unpersist(session, d) }
     else sendInflight(conn, session, d)
   }
@@ -76,8 +76,11 @@ export function resendInflight(conn: Connection, session: Session): void {
   for (const f of session.inflight.values()) {
     if (f.state === 'pubrel') conn.send(Buffer.from([0x62, 2, f.packetId >> 8, f.packetId & 0xff]))
     // a message the client may no longer read is not resent (a QoS 2 one past PUBREC was delivered)
-    else if ((session.reader !== null && !mayRead(conn.broker, session, f.delivery.msg.topic)) ||
-      !writePublish(conn, f.delivery.msg, f.delivery.qos, f.delivery.retain, f.delivery.subIds, f.packetId, true)) {
+    else if (session.reader !== null && !mayRead(conn.broker, session, f.delivery.msg.topic)) {
+      session.inflight.delete(f.packetId)
+      unpersist(session, f.delivery)
+      countDrop(session.policy, 'acl-read')
+    } else if (!writePublish(conn, f.delivery.msg, f.delivery.qos, f.delivery.retain, f.delivery.subIds, f.packetId, true)) {
       session.inflight.delete(f.packetId)
       unpersist(session, f.delivery)
     }

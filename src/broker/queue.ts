@@ -9,7 +9,8 @@ import type { Connection } from './connection.ts'
  * Session queues and their bounds (limits.maxQueuedMessages / maxQueuedBytes, the
  * session.queueOverflow policy). A persistent session's queue with the SQLite store lives in
  * the outbox table: at most a small head is kept in memory while its client is connected, and
- * none while it is away; the rest is read back in pages as the inflight window drains.
+ * none while it is away (a few entries read to look at a full queue's front are released at
+ * once); the rest is read back in pages as the inflight window drains.
  */
 
 /** In-memory head of a persistent session's queue with a durable store: messages, bytes. */
@@ -75,6 +76,13 @@ function dropExpiredFront(s: Session): void {
 
 /** A full queue: drop-oldest drops from its head until the new message fits; else it is dropped. */
 function makeRoom(s: Session, p: QueuePolicy, durable: boolean, d: Delivery, size: number): boolean {
+  const ok = dropToFit(s, p, durable, d, size)
+  // an away client's queue stays in the store: the few entries read to find its front go again
+  if (s.connection === null) s.evictHead()
+  return ok
+}
+
+function dropToFit(s: Session, p: QueuePolicy, durable: boolean, d: Delivery, size: number): boolean {
   dropExpiredFront(s)
   if (fits(s, p, durable, size)) return true
   const byCount = s.queuedCount >= (durable ? p.maxQueued : p.maxQueuedMem)
@@ -87,7 +95,12 @@ function makeRoom(s: Session, p: QueuePolicy, durable: boolean, d: Delivery, siz
     }
     if (fits(s, p, durable, size)) return true
   }
-  noteDrop(s, p.overflow === 'refuse' && d.qos === 0 ? 'queue-full-qos0' : byCount ? 'queue-full-new' : 'queue-bytes-new')
+  noteDrop(s, p.overflow !== 'refuse' ? (byCount ? 'queue-full-new' : 'queue-bytes-new')
+    : d.qos === 0 ? 'queue-full-qos0'
+    // a session that ends with its connection never refuses publishers (roomForAll): its
+    // messages die with it anyway
+    : s.expiryInterval === 0 ? (byCount ? 'queue-full-transient' : 'queue-bytes-transient')
+    : byCount ? 'queue-full-new' : 'queue-bytes-new')
   return false
 }
 
@@ -98,17 +111,24 @@ function hasRoom(s: Session, size: number): boolean {
   const durable = s.store !== null
   if (fits(s, s.policy, durable, size)) return true
   dropExpiredFront(s)
+  if (conn === null) s.evictHead()
   return fits(s, s.policy, durable, size)
 }
 
 /**
- * Under session.queueOverflow=refuse: every session a QoS 1/2 message would be queued for has
- * room (a shared group: one member), so it is delivered to all of them or to none. A refused
- * message is counted and logged on the session that had no room.
+ * Under session.queueOverflow=refuse: every persistent session (Session Expiry > 0) a QoS 1/2
+ * message would be queued for has room (a shared group: one member), so it is delivered to all
+ * of them or to none. A session that ends with its connection never refuses: its full queue
+ * drops the message (queue-full-transient), which would die with its connection anyway; so one
+ * client that never acknowledges cannot stop publishing for everyone. A shared group refuses
+ * only when no member has room and one of them is persistent. A refused message is counted and
+ * logged on the session that had no room.
  */
 export function roomForAll(sessions: Map<string, Session>, list: Subscription[], readable: Uint8Array | null, msg: Message): boolean {
-  const size = messageSize(msg)
-  let groups: Map<string, Session | null> | null = null
+  let size = -1
+  // per group: null = a member has room; a Session = a full persistent member; false = only
+  // full members that end with their connection so far
+  let groups: Map<string, Session | null | false> | null = null
   for (let i = 0; i < list.length; i++) {
     const sub = list[i]!
     // a subscriber that may not read the topic gets nothing: its queue cannot refuse the message
@@ -116,15 +136,21 @@ export function roomForAll(sessions: Map<string, Session>, list: Subscription[],
     const s = sessions.get(sub.clientId)
     if (s === undefined) continue
     if (sub.group === null) {
-      if (sub.noLocal && sub.clientId === msg.origin) continue
+      if (s.expiryInterval === 0 || (sub.noLocal && sub.clientId === msg.origin)) continue
+      if (size < 0) size = messageSize(msg)
       if (!hasRoom(s, size)) { noteRefused(s); return false }
       continue
     }
     groups ??= new Map()
     const key = `${sub.group}\u0000${sub.filter}`
-    if (groups.get(key) !== null) groups.set(key, hasRoom(s, size) ? null : s)
+    const seen = groups.get(key)
+    if (seen === null) continue
+    if (size < 0) size = messageSize(msg)
+    if (hasRoom(s, size)) groups.set(key, null)
+    else if (s.expiryInterval > 0) groups.set(key, s)
+    else if (seen === undefined) groups.set(key, false)
   }
-  if (groups !== null) for (const full of groups.values()) if (full !== null) { noteRefused(full); return false }
+  if (groups !== null) for (const full of groups.values()) if (full !== null && full !== false) { noteRefused(full); return false }
   return true
 }
 

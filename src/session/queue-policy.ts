@@ -12,6 +12,13 @@ export const DROP_REASONS = [
   'queue-bytes-new',
   /** refuse: a QoS 0 message for a full queue (QoS 0 is never refused to its publisher). */
   'queue-full-qos0',
+  /** refuse: a message for the full queue of a session that ends with its connection (Session
+   * Expiry 0, MQTT 3 clean session), message count bound: such a queue never refuses publishers. */
+  'queue-full-transient',
+  /** The same, byte bound. */
+  'queue-bytes-transient',
+  /** A queued or unacknowledged message its client may no longer read (ACL), not sent on. */
+  'acl-read',
   /** A QoS 0 message to a connected client with too much unsent output. */
   'qos0-slow-consumer',
   /** Message Expiry Interval passed while the message waited. */
@@ -61,7 +68,8 @@ export interface DropLog {
   at: number
 }
 
-/** What a queued message counts against limits.maxQueuedBytes: topic and payload. */
+/** What a queued message counts against limits.maxQueuedBytes: topic (UTF-8 bytes, as the
+ * store sums them on restore) and payload. */
 export function messageSize(m: Message): number {
-  return m.topic.length + m.payload.length
+  return Buffer.byteLength(m.topic) + m.payload.length
 }

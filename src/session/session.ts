@@ -4,8 +4,11 @@ import type { Store } from '../store/types.ts'
 import { DEFAULT_POLICY, messageSize, type DropLog, type QueuePolicy } from './queue-policy.ts'
 import type { Delivery, Inflight, Subscription, Will } from './types.ts'
 
-/** Queued entries read back from the store at a time. */
+/** Queued entries read back from the store at a time for a connected client. */
 const PAGE = 256
+/** For a client that is away (only to look at or drop the front of a full queue; the page is
+ * released again at once, queue.ts): a few entries. */
+const AWAY_PAGE = 16
 
 /** A session's queue beyond its in-memory head (created with the first queued message or drop). */
 interface QueueState {
@@ -150,7 +153,8 @@ export class Session {
     qs.afterSeq = 0
   }
 
-  /** Moves the in-memory head back to the store only (its entries are all written there). */
+  /** Moves the in-memory head back to the store only (its entries are all written there): a
+   * client that is away has nothing of its queue in memory. */
   evictHead(): void {
     const q = this.#queue
     if (q === null || q.length === 0 || this.store === null) return
@@ -184,25 +188,15 @@ export class Session {
   /** The in-memory head with at least one delivery (a page read when needed), or null. */
   #front(): Delivery[] | null {
     let q = this.#queue
-    if ((q === null || q.length === 0) && this.#qs !== null && this.#qs.spilled > 0) q = this.#readPage(this.#qs)
+    if ((q === null || q.length === 0) && this.#qs !== null && this.#qs.spilled > 0) q = this.#readPage(this.#qs, this.connection === null ? AWAY_PAGE : PAGE)
     return q === null || q.length === 0 ? null : q
   }
 
-  /** Reads every queued entry back into memory (the session stops being written to the store). */
-  loadAllQueued(): void {
-    const qs = this.#qs
-    while (qs !== null && qs.spilled > 0) {
-      const before = qs.spilled
-      this.#readPage(qs)
-      if (qs.spilled === before) break
-    }
-  }
-
-  #readPage(qs: QueueState): Delivery[] | null {
+  #readPage(qs: QueueState, limit: number): Delivery[] | null {
     const store = this.store
     let page
     try {
-      page = store === null ? [] : store.pageQueued(this.clientId, qs.afterSeq, PAGE)
+      page = store === null ? [] : store.pageQueued(this.clientId, qs.afterSeq, limit)
     } catch {
       return this.#queue
     }

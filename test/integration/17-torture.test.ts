@@ -44,7 +44,7 @@ describe('kill -9 torture', () => {
   test('queue overflow, refuse: subscribers away long enough to fill a 100-message queue, with SIGKILLs; refused messages are published again and nothing acknowledged is lost', async () => {
     const s = seed + 2
     console.log(`torture seed ${s} (overflow refuse, max queued 100)`)
-    const r = await runTorture({ cycles: 4, seed: s, durability: 'process', overflow: { policy: 'refuse', maxQueued: 100 }, lateChance: 0.6, minUpMs: 200, maxUpMs: 400, offlineMs: 800 })
+    const r = await runTorture({ cycles: 4, seed: s, durability: 'fsync', overflow: { policy: 'refuse', maxQueued: 100 }, lateChance: 0.6, minUpMs: 200, maxUpMs: 400, offlineMs: 800 })
     console.log(summary(r))
     expect(r.ok, summary(r)).toBe(true)
     expect(r.losses).toBe(0)

@@ -75,15 +75,17 @@ describe('Session queue with a store', () => {
     expect(drain(s)).toEqual(['m1', 'm2', 'm3'])
   })
 
-  test('entries the store does not have are forgotten (counts stay true), and loadAllQueued reads everything', () => {
+  test('entries the store does not have are forgotten (counts stay true); reads go page by page, a few entries while the client is away', () => {
     const s = new Session('c', 5)
     s.store = new MemoryStore()
     s.restoreSpill(5, 50)
     expect(s.shiftQueued()).toBeUndefined()
     expect([s.queuedCount, s.queuedBytes]).toEqual([0, 0])
     fill(s, 1, 600, true)
-    s.loadAllQueued()
-    expect([s.headCount, s.spilledCount]).toEqual([600, 0])
+    expect(s.peekQueued()?.msg.payload.toString()).toBe('m1')
+    expect([s.headCount, s.spilledCount]).toEqual([16, 584])
+    s.evictHead()
+    expect([s.headCount, s.spilledCount, s.headBytes]).toEqual([0, 600, 0])
     expect(drain(s).length).toBe(600)
   })
 })

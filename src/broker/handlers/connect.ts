@@ -265,8 +265,11 @@ function complete(conn: Connection, p: IConnectPacket, assignedId: boolean, auth
   s.expiryInterval = expiry
   // only a session that outlives its connection is written to a durable store
   const persistent = expiry > 0 && broker.store.kind !== 'memory'
-  if (!persistent && s.store !== null) { s.loadAllQueued(); s.store.deleteSession(id) }
-  s.store = persistent ? broker.store : null
+  if (persistent) s.store = broker.store
+  else if (s.store !== null && s.spilledCount === 0) { s.store.deleteSession(id); s.store = null }
+  // else: Session Expiry 0 resumes a queue in the store: it is read on in pages while this
+  // connection lives (never all at once), and its rows go with the session when it ends
+  // (broker.endSession; after a crash, the sweep at start ends it as expired)
   conn.will = will
   conn.state = 'connected'
   broker.attach(s, conn)

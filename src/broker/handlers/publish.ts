@@ -119,7 +119,7 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
     if (qos === 2 && s.deleteQos2(id) && s.store !== null) s.store.removeInboundQos2(s.clientId, id)
     // v5: 0x97 tells the publisher the message was not stored; v3 has no such code: close so it resends
     if (conn.v5) conn.send(encodeAck(type, id, RC.QUOTA_EXCEEDED, true))
-    else conn.disconnect(RC.QUOTA_EXCEEDED, 'storage full')
+    else closeToResend(conn, 'storage full')
   })
 }
 
@@ -131,7 +131,17 @@ export function handlePublish(conn: Connection, header: number, buf: Buffer, sta
 function refuseQuota(conn: Connection, qos: number, id: number): void {
   if (conn.v5) { conn.send(encodeAck(qos === 1 ? PUBACK : PUBREC, id, RC.QUOTA_EXCEEDED, true)); return }
   // at once: the acks of earlier messages go out first (end() commits), later PUBLISHes are not read
-  conn.disconnect(RC.QUOTA_EXCEEDED, 'a subscriber queue is full')
+  closeToResend(conn, 'a subscriber queue is full')
+}
+
+/**
+ * Closes an MQTT 3 publisher so that it resends later (it has no refusal code). Its will is not
+ * published: the client did nothing wrong and comes back, and a retained "offline" will would
+ * otherwise fire each time some queue is full or the disk is.
+ */
+function closeToResend(conn: Connection, why: string): void {
+  conn.cleanDisconnect = true
+  conn.disconnect(RC.QUOTA_EXCEEDED, why)
 }
 
 /** $SYS/ belongs to the broker: clients may not publish there (nor leave a will there). */

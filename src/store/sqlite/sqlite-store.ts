@@ -356,7 +356,7 @@ export class SqliteStore implements Store {
       list.push(this.#entry(r, this.#message(r, messages)))
     }
     const queued = new Map<string, QueuedSummary>()
-    for (const r of db.query(`SELECT o.client_id, COUNT(*) AS n, SUM(LENGTH(m.topic) + LENGTH(m.payload)) AS bytes, MAX(o.seq) AS last
+    for (const r of db.query(`SELECT o.client_id, COUNT(*) AS n, SUM(LENGTH(CAST(m.topic AS BLOB)) + LENGTH(m.payload)) AS bytes, MAX(o.seq) AS last
       FROM outbox o JOIN messages m ON m.id = o.message_id WHERE o.state = 0 GROUP BY o.client_id`).all() as { client_id: string; n: number; bytes: number; last: number }[]) {
       queued.set(r.client_id, { count: r.n, bytes: r.bytes, lastSeq: r.last })
     }
