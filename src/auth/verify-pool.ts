@@ -16,17 +16,22 @@ interface Waiter {
  * most `maxQueued` of them; beyond that run() answers BUSY at once (the login is refused as
  * server busy) instead of letting memory and latency grow with the guessers.
  *
- * Checks from addresses with recent failures (`later`, suspects) wait behind every other one,
- * and never cost a clean login its place: when the queue is full, a clean check pushes out the
- * oldest waiting suspect check (which answers BUSY), so guessers from many addresses cannot
- * lock real users out. A check whose connection closed while it waited is dropped unrun.
+ * Checks from suspect addresses (`later`: recent failures, or refused as busy) wait behind every
+ * other one, and never cost a clean login its place: when the queue is full, a clean check
+ * pushes out the oldest waiting suspect check (which answers BUSY), so guessers from many
+ * addresses cannot lock real users out; with no suspect check waiting, it pushes out the oldest
+ * clean one. Clean checks are served newest first: under overload the oldest ones are those
+ * closest to their connect timeout, and a burst of first logins from many addresses does not
+ * keep a later one waiting behind all of them (each address gets one such first login a
+ * minute: its next ones, after a failure or a busy refusal, are suspect). A check whose
+ * connection closed while it waited is dropped unrun.
  */
 export class VerifyPool {
   readonly max: number
   readonly maxQueued: number
   #running = 0
   readonly #queue: Waiter[] = []
-  /** Checks from addresses with recent failures: served after every other waiting check. */
+  /** Checks from suspect addresses: served in order after every other waiting check. */
   readonly #later: Waiter[] = []
 
   /** max 0: half the machine's cores, at least 1. */
@@ -65,7 +70,7 @@ export class VerifyPool {
   /** Hands the slot of a check that ended to the next waiting one that is still wanted. */
   #next(): void {
     for (;;) {
-      const w = this.#queue.shift() ?? this.#later.shift()
+      const w = this.#queue.pop() ?? this.#later.shift()
       if (w === undefined) { this.#running--; return }
       if (w.abandoned?.() === true) { w.resume(false); continue }
       w.resume(true)
@@ -74,7 +79,8 @@ export class VerifyPool {
   }
 
   /** The queue is full: drops waiting checks whose connection closed, then (for a clean check)
-   * pushes out the oldest suspect one. True when there is room now. */
+   * pushes out the oldest suspect one, or else the oldest clean one (the last it would serve).
+   * True when there is room now. */
   #makeRoom(later: boolean): boolean {
     for (const q of [this.#queue, this.#later]) {
       for (let i = q.length - 1; i >= 0; i--) {
@@ -83,8 +89,10 @@ export class VerifyPool {
       }
     }
     if (this.queued < this.maxQueued) return true
-    if (later || this.#later.length === 0) return false
-    this.#later.shift()!.resume(false)
+    if (later) return false
+    const out = this.#later.shift() ?? this.#queue.shift()
+    if (out === undefined) return false
+    out.resume(false)
     return true
   }
 }

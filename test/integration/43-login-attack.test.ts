@@ -12,7 +12,7 @@ import { startBroker } from '../helpers/start-broker.ts'
 import { until } from '../helpers/until.ts'
 
 describe('guessers from many addresses', () => {
-  test('24 suspect addresses filling the verification queue: a login from a clean address is still served, fast', async () => {
+  test('guessers from 24 addresses filling the verification queue: a login from a clean address is still served, fast', async () => {
     await using passwd = await passwdFile({ alice: 'wonderland' }, 'real')
     await using broker = await startBroker({
       VMQTT_AUTH_PASSWORD_FILE: passwd.path, VMQTT_AUTH_MAX_CONCURRENT_VERIFICATIONS: '1', VMQTT_AUTH_MAX_QUEUED_VERIFICATIONS: '8',
@@ -21,11 +21,9 @@ describe('guessers from many addresses', () => {
     const idle = await timedLogin(broker.port, { version: 5, username: 'alice', password: 'wonderland' })
     expect(idle.code).toBe(0)
     const pool = broker.broker.security!.pool
-    // each guessing address failed once (a known user without a password: no hash needed)
-    const first = await Promise.all(Array.from({ length: 24 }, (_, i) => timedLogin(broker.port, { version: 5, username: 'alice', password: '' }, `127.0.0.${i + 2}`)))
-    expect(first.every((r) => r.code === 0x86)).toBe(true)
     const stop = new AbortController()
-    // one guesser per address, 127.0.0.2-25: each address is a suspect after its first failure
+    // one guesser per address, 127.0.0.2-25, retrying at once: each address is a suspect after
+    // its first failure or its first refusal as busy
     const guessing = Promise.all(Array.from({ length: 24 }, (_, i) => guessers(broker.port, 1, () => `u${i}`, stop.signal, `127.0.0.${i + 2}`)))
     try {
       await until('the verification queue full of suspect checks', () => pool.queued >= pool.maxQueued, 15_000)

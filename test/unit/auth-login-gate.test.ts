@@ -66,11 +66,17 @@ test('the verification pool caps concurrency, serves suspect checks last and ref
   expect(await pool.run(async () => 'x', true)).toBe(BUSY)
   const normal3 = pool.run(async () => { order.push('normal3'); return 'normal3' })
   expect(await later).toBe(BUSY)
-  // full of clean checks: a clean one is refused too
-  expect(await pool.run(async () => 'x')).toBe(BUSY)
+  // full of clean checks: a clean one pushes out the oldest clean one
+  const normal4 = pool.run(async () => { order.push('normal4'); return 'normal4' })
+  expect(await normal).toBe(BUSY)
   release()
-  expect(await Promise.all([first, normal, normal2, normal3])).toEqual(['first', 'normal', 'normal2', 'normal3'])
-  expect(order).toEqual(['normal', 'normal2', 'normal3'])
+  expect(await Promise.all([first, normal2, normal3, normal4])).toEqual(['first', 'normal2', 'normal3', 'normal4'])
+  // clean checks newest first (the oldest are the nearest to their connect timeout)
+  expect(order).toEqual(['normal4', 'normal3', 'normal2'])
+  // no queue at all: refused
+  const none = new VerifyPool(1, 0)
+  void none.run(() => new Promise<void>(() => {}))
+  expect(await none.run(async () => 'y')).toBe(BUSY)
   expect(pool.running).toBe(0)
 })
 
@@ -90,4 +96,16 @@ test('the verification pool serves suspect checks after clean ones and skips aba
   // an abandoned check that finds a free slot does not run either
   expect(await pool.run(async () => 'ran', false, () => true)).toBe(BUSY)
   expect(pool.running).toBe(0)
+})
+
+test('an address refused as busy is a suspect for its next logins, without any delay', async () => {
+  const g = gate()
+  g.busy('10.0.0.1')
+  const t1 = await g.turn('10.0.0.1', 'alice', Date.now() + 5000)
+  const t2 = await g.turn('10.0.0.2', 'alice', Date.now() + 5000)
+  expect([t1!.suspect, t2!.suspect]).toEqual([true, false])
+  t1!.done()
+  t2!.done()
+  // no failure recorded: a success from there is not delayed
+  expect(g.delay('10.0.0.1', 'alice', false)).toBe(0)
 })

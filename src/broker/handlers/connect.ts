@@ -135,7 +135,7 @@ async function authenticate(conn: Connection, sec: Security, p: IConnectPacket, 
   // only a password (or token) costs a check worth queueing; the others are answered at once
   const turn = password === undefined ? NO_TURN : await sec.loginTurn(address, p.username, connectDeadline(conn))
   if (conn.state === 'closed') { turn?.done(); return abandoned(sec, address, p.username, password) }
-  if (turn === null) return refuse(conn, RC.SERVER_BUSY, 'server busy', 'too many logins waiting from this address')
+  if (turn === null) { sec.loginBusy(address); return refuse(conn, RC.SERVER_BUSY, 'server busy', 'too many logins waiting from this address') }
   let r: AuthResult
   try {
     r = await sec.authenticate({ clientId: p.clientId, username: p.username, password, address, listener: conn.listener, cert: conn.socket.peerCertificate?.(), suspect: turn.suspect, abandoned: () => conn.state === 'closed' })
@@ -147,7 +147,7 @@ async function authenticate(conn: Connection, sec: Security, p: IConnectPacket, 
   }
   if ((conn.state as string) === 'closed') return abandoned(sec, address, p.username, password)
   // no slot for a password check (auth.maxQueuedVerifications): busy, not a failed login
-  if (r.decision === 'deny' && r.reason === RC.SERVER_BUSY) return refuse(conn, RC.SERVER_BUSY, 'server busy', r.detail)
+  if (r.decision === 'deny' && r.reason === RC.SERVER_BUSY) { sec.loginBusy(address); return refuse(conn, RC.SERVER_BUSY, 'server busy', r.detail) }
   if (r.decision === 'allow') {
     // an address with recent failures waits on success too: the delay must not give the answer away
     const delay = loginDelay(conn, p.username, false)
