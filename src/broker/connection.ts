@@ -146,7 +146,8 @@ export class Connection implements ConnectionSink {
 
   /** Called by the transport with received bytes. Never throws. */
   data(chunk: Buffer): void {
-    if (this.state === 'closed') return
+    // a lingering socket: read and discarded (linger.ts tells a quiet peer from a sending one)
+    if (this.state === 'closed') return this.broker.linger.input(this.socket)
     this.lastRx = Date.now()
     this.broker.stats.bytesIn += chunk.length
     const f = this.#framer
