@@ -32,6 +32,8 @@ interface Failures {
 
 interface AddressState extends Failures {
   key: string
+  /** Last login refused as busy (ms since the epoch; 0: none): the address is a suspect for a while. */
+  busyAt: number
   /** Checks from this address running now. */
   running: number
   waiting: (() => void)[]
@@ -83,7 +85,7 @@ export class LoginGate {
   async turn(address: string, username: string | undefined, deadline: number): Promise<LoginTurn | null> {
     const akey = addressKey(address)
     const a = this.#fresh(this.#addresses, akey, ADDRESS_MEMORY_MS) ??
-      this.#add(this.#addresses, akey, { key: akey, count: 0, at: 0, until: 0, running: 0, waiting: [] })
+      this.#add(this.#addresses, akey, { key: akey, busyAt: 0, count: 0, at: 0, until: 0, running: 0, waiting: [] })
     if (a.running >= this.#limit(a)) {
       if (a.waiting.length >= MAX_WAITING_PER_ADDRESS) return null
       // the slot is handed over by #release (running stays counted)
@@ -94,7 +96,7 @@ export class LoginGate {
     if (wait > 0 && Date.now() + wait > deadline) { this.#release(a); return null }
     if (wait > 0) await Bun.sleep(wait)
     let released = false
-    return { suspect: a.count > 0, done: () => { if (!released) { released = true; this.#release(a) } } }
+    return { suspect: a.count > 0 || Date.now() - a.busyAt < ADDRESS_MEMORY_MS, done: () => { if (!released) { released = true; this.#release(a) } } }
   }
 
   /**
@@ -110,9 +112,10 @@ export class LoginGate {
     if (!failed) {
       if (u !== undefined) this.#users.delete(ukey)
       // as long as a failure would take, so that a guesser learns nothing from waiting
-      return a === undefined && u === undefined ? 0 : this.#delay((u?.count ?? 0) + 1, (a?.count ?? 0) + 1)
+      // (an address entry without failures: checks running, or a recent busy refusal)
+      return (a === undefined || a.count === 0) && u === undefined ? 0 : this.#delay((u?.count ?? 0) + 1, (a?.count ?? 0) + 1)
     }
-    a ??= this.#add(this.#addresses, akey, { key: akey, count: 0, at: now, until: 0, running: 0, waiting: [] })
+    a ??= this.#add(this.#addresses, akey, { key: akey, busyAt: 0, count: 0, at: now, until: 0, running: 0, waiting: [] })
     u ??= this.#add(this.#users, ukey, { count: 0, at: now, until: 0 })
     a.count++
     u.count++
@@ -121,6 +124,19 @@ export class LoginGate {
     a.until = now + this.#addressDelay(a.count)
     u.until = now + d
     return d
+  }
+
+  /**
+   * A login from `address` was refused as busy. Its next logins count as a suspect's (checked
+   * after every other waiting one) for a minute, without any delay: a guesser that retries at
+   * once after busy cannot take the place of a first login from another address.
+   */
+  busy(address: string): void {
+    const now = Date.now()
+    const akey = addressKey(address)
+    const a = this.#fresh(this.#addresses, akey, ADDRESS_MEMORY_MS) ??
+      this.#add(this.#addresses, akey, { key: akey, busyAt: 0, count: 0, at: now, until: 0, running: 0, waiting: [] })
+    a.busyAt = a.at = now
   }
 
   /** Forgets old failures (also called from the broker's periodic sweep). */
@@ -156,7 +172,7 @@ export class LoginGate {
     }
     a.running--
     // an address without failures is tracked only while it has checks running
-    if (a.running === 0 && a.count === 0 && this.#addresses.get(a.key) === a) this.#addresses.delete(a.key)
+    if (a.running === 0 && a.count === 0 && a.busyAt === 0 && this.#addresses.get(a.key) === a) this.#addresses.delete(a.key)
   }
 
   /** The entry for key unless its failures are older than `memory` (then it is dropped). */

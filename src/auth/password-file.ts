@@ -127,7 +127,7 @@ export class PasswordFileAuthenticator implements Authenticator {
     }
     // an unknown user costs the same as a known one, result ignored: timing does not reveal
     // which users exist (and both wait for a slot in the pool alike)
-    const ok = await this.#verify(password, hash ?? this.#dummyHash(), req.suspect === true)
+    const ok = await this.#verify(password, hash ?? this.#dummyHash(), req.suspect === true, req.abandoned)
     if (ok === BUSY) return { decision: 'deny', reason: SERVER_BUSY, detail: 'too many password checks waiting' }
     if (hash === undefined) return { decision: 'defer', detail: 'unknown user' }
     if (ok) return { decision: 'allow', username: user, detail: 'password verified' }
@@ -145,7 +145,7 @@ export class PasswordFileAuthenticator implements Authenticator {
   }
 
   /** Bun.password.verify runs on Bun's thread pool, off the event loop. */
-  async #verify(password: Buffer, hash: string, later: boolean): Promise<boolean | typeof BUSY> {
+  async #verify(password: Buffer, hash: string, later: boolean, abandoned: (() => boolean) | undefined): Promise<boolean | typeof BUSY> {
     const check = async () => {
       try {
         return await Bun.password.verify(password, hash)
@@ -153,7 +153,7 @@ export class PasswordFileAuthenticator implements Authenticator {
         return false
       }
     }
-    return this.#pool === undefined ? check() : this.#pool.run(check, later)
+    return this.#pool === undefined ? check() : this.#pool.run(check, later, abandoned)
   }
 
   #dummyHash(): string {

@@ -150,6 +150,11 @@ export class Security {
     return this.#gate.delay(address, username, failed)
   }
 
+  /** A login from `address` was refused as busy: its next ones are checked after first logins (LoginGate.busy). */
+  loginBusy(address: string): void {
+    this.#gate.busy(address)
+  }
+
   /** Forgets old failure counters (called from the broker's periodic sweep). */
   prune(now = Date.now()): void {
     this.#gate.prune(now)

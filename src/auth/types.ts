@@ -28,6 +28,8 @@ export interface AuthRequest {
   cert: PeerCertificate | undefined
   /** The address has recent failed logins: its password check waits behind the others'. */
   suspect?: boolean
+  /** True once nobody waits for the answer (the connection closed): expensive checks are skipped. */
+  abandoned?: () => boolean
 }
 
 /** Topic filter lists a token (JWT claims) may carry for its own connection. */

@@ -41,6 +41,8 @@ class Extras {
   backlogBytes = 0
   /** Frames held while an asynchronous step (e.g. authentication) runs, replayed in order. */
   held: [number, Buffer][] | null = null
+  /** Their bytes, counted against the memory budget (as `partial`). */
+  heldBytes = 0
 }
 
 /**
@@ -124,14 +126,31 @@ export class Connection implements ConnectionSink {
     const held = this.#x === null ? null : this.#x.held
     if (held === null) return this.#run(header, buf, start, end, owned)
     // a client that is still being authenticated may pipeline packets, but not without bound
-    let bytes = end - start
-    for (const [, b] of held) bytes += b.length
+    const x = this.#x!
+    const bytes = x.heldBytes + end - start
     if (bytes > HELD_MAX_BYTES) {
       this.broker.log.warn('closing connection: too much data while its CONNECT is pending', { remote: this.socket.remoteAddress, bytes })
       this.end()
       return
     }
     held.push([header, Buffer.from(buf.subarray(start, end))])
+    x.heldBytes = bytes
+    // held frames count like incomplete packets: many logins waiting with pipelined data are bounded together
+    const mem = this.broker.memory
+    mem.partial += end - start
+    mem.grew()
+  }
+
+  /** Bytes of frames held while the CONNECT is being authenticated (counted in the memory budget). */
+  get heldBytes(): number {
+    return this.#x === null ? 0 : this.#x.heldBytes
+  }
+
+  /** The held frames no longer count against the memory budget (replayed or dropped). */
+  #releaseHeld(x: Extras): void {
+    if (x.heldBytes === 0) return
+    this.broker.memory.partial -= x.heldBytes
+    x.heldBytes = 0
   }
 
   constructor(broker: Broker, socket: MqttSocket, listener = DEFAULT_LISTENER) {
@@ -146,7 +165,8 @@ export class Connection implements ConnectionSink {
 
   /** Called by the transport with received bytes. Never throws. */
   data(chunk: Buffer): void {
-    if (this.state === 'closed') return
+    // a lingering socket: read and discarded (linger.ts tells a quiet peer from a sending one)
+    if (this.state === 'closed') return this.broker.linger.input(this.socket)
     this.lastRx = Date.now()
     this.broker.stats.bytesIn += chunk.length
     const f = this.#framer
@@ -187,7 +207,7 @@ export class Connection implements ConnectionSink {
     if (r instanceof Promise) {
       const x = this.#extras()
       x.held = []
-      r.then(() => this.#resume(), (e: unknown) => { x.held = null; this.fail(e); this.flush() })
+      r.then(() => this.#resume(), (e: unknown) => { x.held = null; this.#releaseHeld(x); this.fail(e); this.flush() })
     }
   }
 
@@ -195,13 +215,20 @@ export class Connection implements ConnectionSink {
     const x = this.#extras()
     const held = x.held ?? []
     x.held = null
+    this.#releaseHeld(x)
     try {
       for (let i = 0; i < held.length; i++) {
         if (this.state === 'closed') return
         const [h, body] = held[i]!
         this.#run(h, body, 0, body.length, true)
         if (x.held !== null) {
-          (x.held as [number, Buffer][]).push(...held.slice(i + 1))
+          // another asynchronous step: the rest is held (and counted) again
+          const rest = held.slice(i + 1)
+          let bytes = 0
+          for (const [, b] of rest) bytes += b.length
+          ;(x.held as [number, Buffer][]).push(...rest)
+          x.heldBytes += bytes
+          this.broker.memory.partial += bytes
           break
         }
       }
@@ -414,6 +441,7 @@ export class Connection implements ConnectionSink {
     // unsent may drain after the close: drain() then leaves the count alone)
     const x = this.#x
     if (x !== null && x.backlog !== null) this.broker.memory.pending -= x.backlogBytes
+    if (x !== null) this.#releaseHeld(x)
     const f = this.#framer
     if (f !== null) {
       this.broker.memory.partial -= f.accounted

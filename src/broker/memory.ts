@@ -28,8 +28,8 @@ type Kind = keyof MemoryCounters
 /**
  * The global memory budget (limits.memory) over the buffers that clients make the broker hold:
  * unsent output (`pending`: what sockets did not accept yet), incomplete packets held by
- * framers (`partial`) and messages in session queues (`queued`, estimated twice a second by
- * the sweep).
+ * framers and whole packets held while a CONNECT is being authenticated (`partial`), and
+ * messages in session queues (`queued`, estimated twice a second by the sweep).
  * Each is a counter changed where bytes are added and removed (O(1) per event); the actions
  * run only above thresholds:
  * - above 3/4 of the budget, QoS 0 messages to clients with unsent output are dropped;
@@ -160,9 +160,10 @@ export function queuedBytes(s: Session): number {
   return s.headBytes + s.headCount * QUEUED_OVERHEAD
 }
 
-/** Bytes counted against the budget for one connection: its unsent output, incomplete packet and queue. */
+/** Bytes counted against the budget for one connection: its unsent output, incomplete packet,
+ * frames held while its CONNECT is being authenticated, and queue. */
 function heldBy(c: Connection): number {
   const f = c.framer
   const s = c.session
-  return c.backlogBytes + (f === null ? 0 : f.buffered) + (s === null || s.queuedCount === 0 ? 0 : queuedBytes(s))
+  return c.backlogBytes + (f === null ? 0 : f.buffered) + c.heldBytes + (s === null || s.queuedCount === 0 ? 0 : queuedBytes(s))
 }

@@ -24,12 +24,13 @@ export async function timedLogin(port: number, o: b.ConnectOpts, localAddress?: 
   }
 }
 
-/** `n` clients from `localAddress` guessing `username`'s password until `stopAt` (performance.now());
- * resolves with the answered guesses. */
-export async function guessers(port: number, n: number, username: (i: number) => string, stopAt: number, localAddress = '127.0.0.1'): Promise<number> {
+/** `n` clients from `localAddress` guessing `username`'s password until `stopAt` (performance.now(),
+ * or until the signal aborts); resolves with the answered guesses. */
+export async function guessers(port: number, n: number, username: (i: number) => string, stopAt: number | AbortSignal, localAddress = '127.0.0.1'): Promise<number> {
   let answered = 0
+  const going = typeof stopAt === 'number' ? () => performance.now() < stopAt : () => !stopAt.aborted
   await Promise.all(Array.from({ length: n }, async (_, i) => {
-    while (performance.now() < stopAt) {
+    while (going()) {
       const r = await timedLogin(port, { version: 5, username: username(i), password: `guess-${++seq}` }, localAddress)
       if (r.code > 0) answered++
     }

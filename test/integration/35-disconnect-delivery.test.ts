@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { makeCerts, type TestCerts } from '../helpers/certs.ts'
 import * as b from '../helpers/packet-builder.ts'
 import { LateReader } from '../helpers/late-reader.ts'
@@ -70,7 +71,7 @@ describe('a server DISCONNECT reaches a client that reads only after sending', (
     expect(r.bytes[at + 2]).toBe(0x93)
   })
 
-  test('the connection is closed for the broker at once; a peer that never closes is cut off after about 1 s', async () => {
+  test('the connection is closed for the broker at once; a quiet peer that never closes is released normally after about 1 s', async () => {
     await using broker = await startBroker()
     const c = await LateReader.connect(broker.port, { halfOpen: true })
     await c.send(Buffer.concat([b.connect({ version: 4, protocolLevel: 9, clientId: 'late-open' }), Buffer.alloc(256 * 1024)]))
@@ -80,9 +81,42 @@ describe('a server DISCONNECT reaches a client that reads only after sending', (
     expect(broker.broker.connectionCount).toBe(0)
     expect(broker.broker.linger.size).toBe(1)
     const t0 = Date.now()
-    await c.closed(3000)
+    await until('the lingering socket to be released', () => broker.broker.linger.size === 0, 2500)
     expect(Date.now() - t0).toBeLessThan(2500)
-    await until('the lingering socket to be released', () => broker.broker.linger.size === 0, 2000)
+    c.destroy()
+  })
+
+  test('a client that reads only 1.5 s after sending (after the linger) still gets DISCONNECT 0x93 and EOF: normal close, no RST', async () => {
+    await using broker = await startBroker({ VMQTT_LIMITS_RECEIVE_MAXIMUM: '10' })
+    // its own process: an in-process client's socket is read ahead by the runtime
+    const child = Bun.spawn([process.execPath, join(import.meta.dir, '../helpers/slow-reader-process.ts'), String(broker.port), '2000', '1500'], { stdout: 'pipe', stderr: 'inherit' })
+    const out = await new Response(child.stdout).text()
+    await child.exited
+    const r = JSON.parse(out) as { bytes: string; eof: boolean; error: string | null }
+    // before: the linger ended with RST; the client's write failed (EPIPE) and it read nothing
+    expect({ error: r.error, eof: r.eof }).toEqual({ error: null, eof: true })
+    const bytes = Buffer.from(r.bytes, 'hex')
+    const at = bytes.lastIndexOf(0xe0)
+    expect(bytes[at + 2]).toBe(0x93)
+  })
+
+  test('a peer that keeps sending is cut off (abortive close) after about 1 s', async () => {
+    await using broker = await startBroker()
+    const c = await LateReader.connect(broker.port, { halfOpen: true })
+    await c.send(Buffer.concat([b.connect({ version: 4, protocolLevel: 9, clientId: 'late-sender' }), Buffer.alloc(1024)]))
+    const r = await c.readAll(5000, true)
+    expect(r.eof).toBe(true)
+    const t0 = Date.now()
+    const closed = c.closed(4000)
+    // a sender that never stops: 1 KiB every 20 ms
+    const sending = setInterval(() => { void c.send(Buffer.alloc(1024)) }, 20)
+    try {
+      await closed
+    } finally {
+      clearInterval(sending)
+    }
+    expect(Date.now() - t0).toBeLessThan(2500)
+    expect(broker.broker.linger.size).toBe(0)
   })
 
   test('WebSocket: the close frame after a refusing CONNACK carries a reason', async () => {

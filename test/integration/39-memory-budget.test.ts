@@ -9,6 +9,7 @@ import type { IConnackPacket, IDisconnectPacket } from 'mqtt-packet'
 import { createAdminApp } from '../../src/admin/app.ts'
 import { createLogger } from '../../src/log.ts'
 import { bystander } from '../helpers/bystander.ts'
+import { passwdFile } from '../helpers/passwd-file.ts'
 import * as b from '../helpers/packet-builder.ts'
 import { RawClient } from '../helpers/raw-client.ts'
 import { startBroker } from '../helpers/start-broker.ts'
@@ -166,5 +167,26 @@ describe('limits.memory', () => {
     } finally {
       for (const c of clients) c.destroy()
     }
+  }, 30_000)
+
+  test('packets pipelined behind CONNECTs that wait for a slow password check count too: the largest holders are closed', async () => {
+    await using passwd = await passwdFile({ alice: 'wonderland' }, 'real')
+    const { tb } = await brokerWithLog({ VMQTT_LIMITS_MEMORY: '2MiB', VMQTT_AUTH_PASSWORD_FILE: passwd.path, VMQTT_AUTH_MAX_CONCURRENT_VERIFICATIONS: '1' })
+    await using _ = tb
+    const mem = tb.broker.memory
+    const small = Buffer.alloc(10 * 1024, 0x62)
+    // 700 KiB of QoS 0 PUBLISH behind each CONNECT (under the 1 MiB a single login may hold)
+    const pipelined = Buffer.concat(Array.from({ length: 70 }, () => b.publish({ topic: 'held', qos: 0, payload: small, version: 5 })))
+    const clients = await Promise.all(Array.from({ length: 6 }, (_, i) => RawClient.connect(tb.port, { version: 5, localAddress: `127.0.0.${i + 2}` })))
+    try {
+      for (const [i, c] of clients.entries()) c.send(Buffer.concat([b.connect({ version: 5, clientId: `held-${i}`, username: 'alice', password: 'wonderland' }), pipelined]))
+      // 6 x 700 KiB held > 2 MiB: before, held frames were not counted and nobody was closed
+      await until('the budget to close logins holding the most', () => mem.counters.disconnected >= 2, 10_000)
+      expect(mem.partial).toBeLessThanOrEqual(mem.limit)
+    } finally {
+      for (const c of clients) c.destroy()
+    }
+    // whatever was held is released: replayed after the login, or dropped with the connection
+    await until('held frames released', () => mem.partial === 0, 10_000)
   }, 30_000)
 })

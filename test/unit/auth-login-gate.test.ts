@@ -55,15 +55,57 @@ test('turns: two at a time per address, one once it has failures; a wait past th
 })
 
 test('the verification pool caps concurrency, serves suspect checks last and refuses beyond its queue', async () => {
-  const pool = new VerifyPool(1, 2)
+  const pool = new VerifyPool(1, 3)
   const order: string[] = []
   let release!: () => void
   const first = pool.run(() => new Promise<string>((r) => { release = () => r('first') }))
   const later = pool.run(async () => { order.push('suspect'); return 'suspect' }, true)
   const normal = pool.run(async () => { order.push('normal'); return 'normal' })
-  expect(await pool.run(async () => 'x')).toBe(BUSY)
+  const normal2 = pool.run(async () => { order.push('normal2'); return 'normal2' })
+  // full: a suspect check is refused; a clean one pushes out the oldest waiting suspect check
+  expect(await pool.run(async () => 'x', true)).toBe(BUSY)
+  const normal3 = pool.run(async () => { order.push('normal3'); return 'normal3' })
+  expect(await later).toBe(BUSY)
+  // full of clean checks: a clean one pushes out the oldest clean one
+  const normal4 = pool.run(async () => { order.push('normal4'); return 'normal4' })
+  expect(await normal).toBe(BUSY)
   release()
-  expect(await Promise.all([first, later, normal])).toEqual(['first', 'suspect', 'normal'])
-  expect(order).toEqual(['normal', 'suspect'])
+  expect(await Promise.all([first, normal2, normal3, normal4])).toEqual(['first', 'normal2', 'normal3', 'normal4'])
+  // clean checks newest first (the oldest are the nearest to their connect timeout)
+  expect(order).toEqual(['normal4', 'normal3', 'normal2'])
+  // no queue at all: refused
+  const none = new VerifyPool(1, 0)
+  void none.run(() => new Promise<void>(() => {}))
+  expect(await none.run(async () => 'y')).toBe(BUSY)
   expect(pool.running).toBe(0)
+})
+
+test('the verification pool serves suspect checks after clean ones and skips abandoned checks', async () => {
+  const pool = new VerifyPool(1, 4)
+  const order: string[] = []
+  let release!: () => void
+  let gone = false
+  const first = pool.run(() => new Promise<string>((r) => { release = () => r('first') }))
+  const later = pool.run(async () => { order.push('suspect'); return 'suspect' }, true)
+  const dropped = pool.run(async () => { order.push('abandoned'); return 'abandoned' }, false, () => gone)
+  const normal = pool.run(async () => { order.push('normal'); return 'normal' })
+  gone = true
+  release()
+  expect(await Promise.all([first, dropped, normal, later])).toEqual(['first', BUSY, 'normal', 'suspect'])
+  expect(order).toEqual(['normal', 'suspect'])
+  // an abandoned check that finds a free slot does not run either
+  expect(await pool.run(async () => 'ran', false, () => true)).toBe(BUSY)
+  expect(pool.running).toBe(0)
+})
+
+test('an address refused as busy is a suspect for its next logins, without any delay', async () => {
+  const g = gate()
+  g.busy('10.0.0.1')
+  const t1 = await g.turn('10.0.0.1', 'alice', Date.now() + 5000)
+  const t2 = await g.turn('10.0.0.2', 'alice', Date.now() + 5000)
+  expect([t1!.suspect, t2!.suspect]).toEqual([true, false])
+  t1!.done()
+  t2!.done()
+  // no failure recorded: a success from there is not delayed
+  expect(g.delay('10.0.0.1', 'alice', false)).toBe(0)
 })

@@ -1,0 +1,73 @@
+/**
+ * Issue 13 section 4, second review: password guessers from many addresses must not lock real
+ * users out (suspect checks never cost a clean login its place in the verification queue), and
+ * a login abandoned before its answer costs no password check and counts as a failure.
+ */
+import { describe, expect, test } from 'bun:test'
+import * as b from '../helpers/packet-builder.ts'
+import { guessers, spyVerify, timedLogin } from '../helpers/guessers.ts'
+import { passwdFile } from '../helpers/passwd-file.ts'
+import { RawClient } from '../helpers/raw-client.ts'
+import { startBroker } from '../helpers/start-broker.ts'
+import { until } from '../helpers/until.ts'
+
+describe('guessers from many addresses', () => {
+  test('guessers from 24 addresses filling the verification queue: a login from a clean address is still served, fast', async () => {
+    await using passwd = await passwdFile({ alice: 'wonderland' }, 'real')
+    await using broker = await startBroker({
+      VMQTT_AUTH_PASSWORD_FILE: passwd.path, VMQTT_AUTH_MAX_CONCURRENT_VERIFICATIONS: '1', VMQTT_AUTH_MAX_QUEUED_VERIFICATIONS: '8',
+      VMQTT_AUTH_FAIL_DELAY: '0',
+    })
+    const idle = await timedLogin(broker.port, { version: 5, username: 'alice', password: 'wonderland' })
+    expect(idle.code).toBe(0)
+    const pool = broker.broker.security!.pool
+    const stop = new AbortController()
+    // one guesser per address, 127.0.0.2-25, retrying at once: each address is a suspect after
+    // its first failure or its first refusal as busy
+    const guessing = Promise.all(Array.from({ length: 24 }, (_, i) => guessers(broker.port, 1, () => `u${i}`, stop.signal, `127.0.0.${i + 2}`)))
+    try {
+      await until('the verification queue full of suspect checks', () => pool.queued >= pool.maxQueued, 15_000)
+      const real: { code: number; ms: number }[] = []
+      for (let i = 0; i < 3; i++) {
+        real.push(await timedLogin(broker.port, { version: 5, username: 'alice', password: 'wonderland' }))
+        await until('the queue full again', () => pool.queued >= pool.maxQueued, 15_000)
+      }
+      // before: every one refused as busy (0x89); now served after at most the running check
+      expect(real.map((r) => r.code)).toEqual([0, 0, 0])
+      for (const r of real) expect(r.ms).toBeLessThan(idle.ms + 2000)
+    } finally {
+      stop.abort()
+      await guessing
+    }
+  }, 60_000)
+})
+
+describe('abandoned logins', () => {
+  test('20 CONNECTs closed while their checks wait: no password verification for them, and their addresses become suspect', async () => {
+    await using passwd = await passwdFile({ alice: 'wonderland' }, 'real')
+    await using broker = await startBroker({
+      VMQTT_AUTH_PASSWORD_FILE: passwd.path, VMQTT_AUTH_MAX_CONCURRENT_VERIFICATIONS: '1',
+      VMQTT_AUTH_FAIL_DELAY: '800', VMQTT_AUTH_FAIL_DELAY_ADDRESS_MAX: '800',
+    })
+    const pool = broker.broker.security!.pool
+    const spy = spyVerify()
+    try {
+      const clients = await Promise.all(Array.from({ length: 20 }, (_, i) => RawClient.connect(broker.port, { version: 4, localAddress: `127.0.0.${10 + i}` })))
+      for (const [i, c] of clients.entries()) c.send(b.connect({ clientId: `ab-${i}`, username: 'alice', password: 'x' }))
+      await until('one check running and 19 waiting', () => pool.running === 1 && pool.queued === 19, 10_000)
+      for (const c of clients) c.destroy()
+      await until('the pool idle', () => pool.running === 0 && pool.queued === 0, 15_000)
+      // before: 20 verifications (~0.2 s of a core each) for clients that were gone
+      expect(spy.stats.calls).toBeLessThanOrEqual(2)
+    } finally {
+      spy.restore()
+    }
+    // an abandoned login counted as a failure: the right password from that address now waits
+    // the failure delay (as a failure would), from a fresh address it does not
+    const fresh = await timedLogin(broker.port, { version: 5, username: 'alice', password: 'wonderland' }, '127.0.0.99')
+    const suspect = await timedLogin(broker.port, { version: 5, username: 'alice', password: 'wonderland' }, '127.0.0.15')
+    expect([fresh.code, suspect.code]).toEqual([0, 0])
+    expect(fresh.ms).toBeLessThan(700)
+    expect(suspect.ms).toBeGreaterThanOrEqual(700)
+  }, 40_000)
+})
