@@ -171,21 +171,23 @@ function ipMatches(list: BlockList, address: string): boolean {
 
 /**
  * Whether every condition of a rule holds for the client. An unknown address (UNKNOWN_ADDRESS:
- * a session restored after a restart, before its client returns) is taken as the worst case:
- * it matches every `ip:` condition of a deny rule and none of an allow rule, so what is allowed
- * for it is allowed from every address.
+ * a session restored after a restart, before its client returns) is taken as the best case: it
+ * matches every `ip:` condition of an allow rule and none of a deny rule, so what it could read
+ * from some address is queued for it (an acknowledged message is never lost to a restart); its
+ * real address decides when it returns (deliver.ts checks queued messages as they go out).
  */
 export function whoMatches(who: AclWho[], decision: 'allow' | 'deny', req: Pick<AclRequest, 'username' | 'clientId' | 'address'>): boolean {
   for (const w of who) {
     if (w.kind === 'user' ? req.username !== w.name
       : w.kind === 'client' ? req.clientId !== w.id
-      : req.address === UNKNOWN_ADDRESS ? decision === 'allow' : !ipMatches(w.list, req.address)) return false
+      : req.address === UNKNOWN_ADDRESS ? decision === 'deny' : !ipMatches(w.list, req.address)) return false
   }
   return true
 }
 
-/** The address of a client the broker has not seen since it started (see whoMatches). */
-export const UNKNOWN_ADDRESS = ''
+/** The address of a client the broker has not seen since it started (see whoMatches); no
+ * transport gives it to a real connection (an empty address matches no `ip:` rule). */
+export const UNKNOWN_ADDRESS = '\u0000unknown'
 
 /** A placeholder value that cannot widen a rule, or null. */
 function safeValue(v: string | undefined): string | null {

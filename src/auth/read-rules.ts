@@ -103,7 +103,8 @@ export function scopeOf(read: ReadRules, filter: string[]): ReadRules | null {
 
 /** Numbers for messages (readAllowed's `gen`): a rule's memo is valid for one message. */
 let lastGen = 0
-export const nextGen = (): number => (lastGen = lastGen === 0x3fffffff ? 1 : lastGen + 1)
+// never wraps in practice (2^53 messages): a memo can never be mistaken for a later message's
+export const nextGen = (): number => (lastGen = lastGen === Number.MAX_SAFE_INTEGER ? 1 : lastGen + 1)
 
 /**
  * The decision for a topic name: the first matching rule's, else the default. `levels` is the

@@ -15,8 +15,9 @@
  *
  * A session restored after a restart gets a reader from its stored owner and client id before
  * its client returns (restoreReader); the address is unknown then, and `ip:` rules are taken as
- * the worst case (acl.ts whoMatches): its offline queue only takes messages every address of
- * that user may read, so a message it might not read never pushes out one it may.
+ * the best case (acl.ts whoMatches): its offline queue takes every message that user could read
+ * from some address, so nothing acknowledged for it is lost to a restart; the real address
+ * decides when the messages go out.
  */
 import type { Principal, Security } from '../auth/security.ts'
 import { UNKNOWN_ADDRESS } from '../auth/acl.ts'
@@ -141,7 +142,7 @@ function scope(broker: Broker, sec: Security, sub: Subscription): ReadRules | nu
 
 /**
  * A restored session's reader, before its client returns: its stored owner and client id, the
- * address unknown (worst case for `ip:` rules). A token's topic lists are not stored: a client
+ * address unknown (best case for `ip:` rules, see whoMatches). A token's topic lists are not stored: a client
  * restricted only by a token gets them back when it reconnects.
  */
 export function restoreReader(broker: Broker, s: Session): void {
