@@ -13,6 +13,8 @@ const WARN_EVERY_MS = 10_000
 const MIN_VICTIM_BYTES = 4096
 /** After a relief pass found nothing to close, the next one waits this long. */
 const IDLE_RELIEF_MS = 1000
+/** After a relief pass that acted, the next one waits this long (what it freed shows first). */
+const RELIEF_EVERY_MS = 500
 
 /** What the memory budget did (since start). */
 export interface MemoryCounters {
@@ -54,8 +56,6 @@ export class MemoryBudget {
   readonly #sample = new QueueSample()
   #reliefAt = 0
   #reliefScheduled = false
-  /** A relief pass acted: the next one waits for a fresh estimate of the queues. */
-  #awaitSample = false
   readonly #warnedAt: Record<Kind, number> = { qos0Dropped: 0, disconnected: 0, refused: 0, queueTrimmed: 0 }
   readonly #unwarned: Record<Kind, number> = { qos0Dropped: 0, disconnected: 0, refused: 0, queueTrimmed: 0 }
 
@@ -84,7 +84,7 @@ export class MemoryBudget {
 
   /** Called after a counter grew: schedules a relief pass when usage is above the budget. */
   grew(): void {
-    if (this.#reliefScheduled || this.#awaitSample || !this.over) return
+    if (this.#reliefScheduled || !this.over) return
     this.#reliefScheduled = true
     const wait = Math.max(0, this.#reliefAt - Date.now())
     setTimeout(this.#relieve, wait)
@@ -120,25 +120,30 @@ export class MemoryBudget {
   setQueued(bytes: number): void {
     this.queued = bytes
     this.#sample.reset()
-    this.#awaitSample = false
     this.grew()
   }
 
   /**
    * Brings usage back under 3/4 of the budget: first the oldest messages of the largest offline
-   * queues are dropped, then the connections that would free the most are closed. What this
-   * frees is taken off the estimate of the queues, and the next pass waits for a fresh one
-   * (at most one pass per sample), so a pass never acts on what an earlier one already freed.
+   * queues are dropped, then the connections that would free the most are closed. The queues
+   * are estimated afresh first (the sweep's estimate may be up to half a second old: a queue
+   * that has just gone out as output would count twice), what the pass frees is taken off, and
+   * after a pass that acted the next one waits half a second.
    */
   #relieve = (): void => {
     this.#reliefScheduled = false
+    if (!this.over) return
+    let queued = 0
+    for (const s of this.#broker.sessions.values()) if (s.headCount > 0) queued += this.#sample.add(s)
+    this.#sample.reset()
+    this.queued = queued
     if (!this.over) return
     let excess = this.used - this.high
     const [dropped, trimmed] = trimOfflineQueues(this.#broker.sessions.values(), excess)
     if (dropped > 0) {
       this.#count('queueTrimmed', 'memory budget: dropping the oldest messages of the largest offline queues', null, trimmed, dropped)
     }
-    this.#freed(trimmed)
+    if (trimmed > 0) this.#freed(trimmed)
     excess -= trimmed
     if (excess <= 0 || !this.over) return
     const victims: [number, number, Connection][] = []
@@ -151,8 +156,7 @@ export class MemoryBudget {
     }
     // closing clients helps only when what they hold is what keeps usage above the budget
     if (victims.length === 0 || this.used - freeable > this.limit) {
-      if (dropped === 0) { this.#reliefAt = Date.now() + IDLE_RELIEF_MS; return }
-      this.#awaitSample = true
+      this.#reliefAt = Date.now() + (dropped === 0 ? IDLE_RELIEF_MS : RELIEF_EVERY_MS)
       return
     }
     victims.sort((a, b) => b[0] - a[0])
@@ -171,7 +175,7 @@ export class MemoryBudget {
   /** Takes bytes freed from queues off the estimate until the next sample. */
   #freed(queue: number): void {
     this.queued = Math.max(0, this.queued - queue)
-    this.#awaitSample = true
+    this.#reliefAt = Date.now() + RELIEF_EVERY_MS
   }
 
   #count(kind: Kind, msg: string, conn: Connection | null, held?: number, n = 1): void {
