@@ -61,6 +61,7 @@ describe('limits.memory', () => {
       expect(mem.pending).toBeLessThanOrEqual(3 * MiB + payload.length + 100)
       expect(tb.broker.isOnline('slow-qos0')).toBe(true)
       expect(tb.broker.stats.dropped).toBe(20)
+      expect(tb.broker.drops.memory).toBe(20)
       await ok.check()
       // QoS 1 output is never dropped: it takes usage past the budget, and the connection that
       // holds the most (the QoS 0 subscriber's ~3 MiB) is closed, which brings usage back down
