@@ -8,7 +8,7 @@ const IDLE_CONNECTS_PER_S = 2
 /** Seconds of idleness before a collection. */
 const IDLE_TICKS = 5
 /** RSS growth over the last settled value that makes an idle broker collect. */
-const GROWTH = 64 * 1024 * 1024
+const GROWTH = 32 * 1024 * 1024
 /** At most one collection per this many ms. */
 const MIN_INTERVAL_MS = 60_000
 /** Ticks after a collection before RSS is taken as the new settled value (the allocator
@@ -30,7 +30,7 @@ const RUNTIME: IdleGcHooks = { rss: () => process.memoryUsage.rss(), gc: (force)
  * a broker that falls idle after a burst allocates almost nothing, so the buffers of the burst
  * stay allocated (and their pages with the process) until traffic resumes. Once a second this
  * checks whether the broker has been idle (under 16 KiB/s, 20 messages/s and 2 new
- * connections/s) for 5 s while its RSS is 64 MiB above where it settled last; then it starts
+ * connections/s) for 5 s while its RSS is 32 MiB above where it settled last; then it starts
  * one collection without waiting for it (Bun.gc(false): the collector marks concurrently, the
  * event loop is blocked a few ms, where Bun.gc(true) blocks it for the whole collection,
  * ~240-280 ms for a 600 MiB heap) and lets the allocator purge the freed pages. At most once a

@@ -56,10 +56,10 @@ describe('idle collection', () => {
     expect(calls).toEqual([false, false])
   })
 
-  test('a small growth (under 64 MiB) is left alone', () => {
+  test('a small growth (under 32 MiB) is left alone', () => {
     const { state, calls, run } = rig()
     run(3, 0)
-    state.rss += 48 * MiB
+    state.rss += 24 * MiB
     run(120, 0)
     expect(calls).toEqual([])
   })
