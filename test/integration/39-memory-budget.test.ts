@@ -128,6 +128,13 @@ describe('limits.memory', () => {
         const p = await monitor.nextOf('publish', 3000)
         if (p.cmd === 'publish' && p.payload.toString() === '2') break
       }
+      // the queue's owner is let in (here: it takes its session over from a new connection),
+      // and gets the queued messages, which brings usage down
+      expect(mem.over).toBe(true)
+      const back = await RawClient.open(tb.port, { version: 5, clientId: 'away', clean: false, properties: { sessionExpiry: 600 } })
+      expect(back.connack as IConnackPacket).toMatchObject({ reasonCode: 0, sessionPresent: true })
+      expect(mem.counters.refused).toBe(2)
+      back.client.destroy()
     } finally {
       await monitor.close()
       await pub.close()
