@@ -132,7 +132,7 @@ export class Broker {
     return this.#queuePolicy ??= queuePolicy(this)
   }
 
-  /** Runs a full garbage collection when the broker falls quiet after a burst. */
+  /** Starts a garbage collection when the broker falls idle after a burst. */
   readonly idleGc: IdleCollector
 
   /** The memory budget (limits.memory) over unsent output, incomplete packets and queues. */

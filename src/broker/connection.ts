@@ -301,6 +301,10 @@ export class Connection implements ConnectionSink {
     this.#flushScheduled = false
     const first = this.#out1
     if (first === null) return
+    // output that was still waiting (e.g. for the group commit) when the client went away: it
+    // can no longer be sent, and must not count against the memory budget (end() flushes the
+    // last packets before the connection counts as closed)
+    if (this.state === 'closed') { this.#out1 = null; this.#out = null; this.#outBytes = 0; return }
     if (!force && this.broker.store.pending) {
       this.broker.commits.hold(this)
       return

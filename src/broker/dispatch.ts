@@ -1,3 +1,4 @@
+import type { IConnectPacket } from 'mqtt-packet'
 import { decodePacket, peekConnect } from '../codec/packets.ts'
 import { MqttError, RC } from '../codec/reason-codes.ts'
 import type { Connection } from './connection.ts'
@@ -32,9 +33,10 @@ export function dispatch(conn: Connection, header: number, buf: Buffer, start: n
       (peek.protocolName === 'MQIsdp' && peek.level === 3)
     if (!ok) return rejectProtocol(conn, peek)
     conn.version = peek.level as 3 | 4 | 5
+    const packet = decodeOrConnack(conn, header, body)
     // above the memory budget new connections are refused (CONNACK 0x89 / 3), before any work
-    if (conn.broker.memory.refuse(conn)) return
-    return handleConnect(conn, decodeOrConnack(conn, header, body))
+    if (packet !== null && conn.broker.memory.refuse(conn, packet as IConnectPacket)) return
+    return handleConnect(conn, packet)
   }
   if (type === CONNECT) {
     // [MQTT-3.1.0-2] a second CONNECT is a protocol violation

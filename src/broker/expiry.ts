@@ -3,7 +3,6 @@ import type { Broker } from './broker.ts'
 import { drainQueue, isExpired, unpersist } from './deliver.ts'
 import { countDrop, flushDropLog } from './queue.ts'
 import { packetTimedOut, pruneAddresses } from './limits.ts'
-import { queuedBytes } from './memory.ts'
 import { pendingWillAllowed } from './ownership.ts'
 import { publishWill } from './will.ts'
 
@@ -51,7 +50,7 @@ export function sweep(broker: Broker): void {
     // a page of the queue that could not be read from the store (queue.ts): try again
     if (s.connection !== null && s.inflightCount === 0 && s.queuedCount > 0) drainQueue(s.connection, s)
     // the memory budget's estimate of queued messages, taken in this pass over the sessions
-    if (s.queuedCount > 0) queued += queuedBytes(s)
+    if (s.queuedCount > 0) queued += broker.memory.sampleQueue(s)
     if (s.disconnectedAt === 0) continue
     if (s.pendingWill !== null && s.pendingWillAt <= now) {
       const w = s.pendingWill

@@ -1,17 +1,20 @@
+import type { IConnectPacket } from 'mqtt-packet'
 import { RC } from '../codec/reason-codes.ts'
 import type { Session } from '../session/session.ts'
 import type { Broker } from './broker.ts'
 import type { Connection } from './connection.ts'
 import { memoryBudgetBytes } from './memory-limit.ts'
+import { QueueSample, queuedBytes, trimOfflineQueues } from './memory-queues.ts'
+import { countDrop } from './queue.ts'
 
 /** At most one log line per kind of action per this many ms (with the count since the last). */
 const WARN_EVERY_MS = 10_000
-/** Estimated bytes a queued message costs beyond its topic and payload (objects, array slot). */
-const QUEUED_OVERHEAD = 200
 /** A connection holding less than this is never closed for the budget (it frees too little). */
 const MIN_VICTIM_BYTES = 4096
 /** After a relief pass found nothing to close, the next one waits this long. */
 const IDLE_RELIEF_MS = 1000
+/** After a relief pass that acted, the next one waits this long (what it freed shows first). */
+const RELIEF_EVERY_MS = 500
 
 /** What the memory budget did (since start). */
 export interface MemoryCounters {
@@ -21,6 +24,8 @@ export interface MemoryCounters {
   disconnected: number
   /** New connections refused (v5 CONNACK 0x89, v3 3) while memory was above the budget. */
   refused: number
+  /** Messages dropped from the largest queues of offline sessions while memory was above the budget. */
+  queueTrimmed: number
 }
 
 type Kind = keyof MemoryCounters
@@ -46,12 +51,13 @@ export class MemoryBudget {
   pending = 0
   partial = 0
   queued = 0
-  readonly counters: MemoryCounters = { qos0Dropped: 0, disconnected: 0, refused: 0 }
+  readonly counters: MemoryCounters = { qos0Dropped: 0, disconnected: 0, refused: 0, queueTrimmed: 0 }
   readonly #broker: Broker
+  readonly #sample = new QueueSample()
   #reliefAt = 0
   #reliefScheduled = false
-  readonly #warnedAt: Record<Kind, number> = { qos0Dropped: 0, disconnected: 0, refused: 0 }
-  readonly #unwarned: Record<Kind, number> = { qos0Dropped: 0, disconnected: 0, refused: 0 }
+  readonly #warnedAt: Record<Kind, number> = { qos0Dropped: 0, disconnected: 0, refused: 0, queueTrimmed: 0 }
+  readonly #unwarned: Record<Kind, number> = { qos0Dropped: 0, disconnected: 0, refused: 0, queueTrimmed: 0 }
 
   constructor(broker: Broker) {
     this.#broker = broker
@@ -86,16 +92,18 @@ export class MemoryBudget {
 
   /** A QoS 0 message was not sent to a slow consumer. */
   droppedQos0(conn: Connection): void {
-    this.#broker.stats.dropped++
+    countDrop(this.#broker.queuePolicy, 'memory')
     this.#count('qos0Dropped', 'memory budget: dropping QoS 0 messages to clients that do not keep up', conn)
   }
 
   /**
    * Refuses a new connection while usage is above the budget (v5 CONNACK 0x89 Server busy,
-   * v3 3 Server unavailable). Returns true when it did.
+   * v3 3 Server unavailable). Returns true when it did. A client resuming a session whose
+   * queue is held in memory is let in: it is the one that can drain that queue.
    */
-  refuse(conn: Connection): boolean {
+  refuse(conn: Connection, p: IConnectPacket): boolean {
     if (!this.over) return false
+    if (!p.clean && p.clientId !== '' && (this.#broker.sessions.get(p.clientId)?.headCount ?? 0) > 0) return false
     this.#count('refused', 'memory budget: refusing new connections', conn)
     if (conn.v5) conn.sendPacket({ cmd: 'connack', sessionPresent: false, reasonCode: RC.SERVER_BUSY, properties: { reasonString: 'server busy' } })
     else conn.sendPacket({ cmd: 'connack', sessionPresent: false, returnCode: 3 })
@@ -103,41 +111,81 @@ export class MemoryBudget {
     return true
   }
 
+  /** One session's part of the estimate of queued messages, in the sweep's pass (expiry.ts). */
+  sampleQueue(s: Session): number {
+    return this.limit === Infinity ? queuedBytes(s) : this.#sample.add(s)
+  }
+
   /** The estimated bytes of queued messages, from the sweep's pass over the sessions (expiry.ts). */
   setQueued(bytes: number): void {
     this.queued = bytes
+    this.#sample.reset()
     this.grew()
   }
 
-  /** Closes the connections holding the most until usage is under 3/4 of the budget. */
+  /**
+   * Brings usage back under 3/4 of the budget: first the oldest messages of the largest offline
+   * queues are dropped, then the connections that would free the most are closed. The queues
+   * are estimated afresh first (the sweep's estimate may be up to half a second old: a queue
+   * that has just gone out as output would count twice), what the pass frees is taken off, and
+   * after a pass that acted the next one waits half a second.
+   */
   #relieve = (): void => {
     this.#reliefScheduled = false
     if (!this.over) return
-    const victims: [number, Connection][] = []
-    for (const c of this.#broker.allConnections()) {
-      const held = heldBy(c)
-      if (held >= MIN_VICTIM_BYTES && c.state !== 'closed') victims.push([held, c])
-    }
-    if (victims.length === 0) { this.#reliefAt = Date.now() + IDLE_RELIEF_MS; return }
-    victims.sort((a, b) => b[0] - a[0])
-    // what each frees is counted off here: its queue's estimate only changes at the next sample
+    let queued = 0
+    for (const s of this.#broker.sessions.values()) if (s.headCount > 0) queued += this.#sample.add(s)
+    this.#sample.reset()
+    this.queued = queued
+    if (!this.over) return
     let excess = this.used - this.high
-    for (const [held, c] of victims) {
+    const [dropped, trimmed] = trimOfflineQueues(this.#broker.sessions.values(), excess)
+    if (dropped > 0) {
+      this.#count('queueTrimmed', 'memory budget: dropping the oldest messages of the largest offline queues', null, trimmed, dropped)
+    }
+    if (trimmed > 0) this.#freed(trimmed)
+    excess -= trimmed
+    if (excess <= 0 || !this.over) return
+    const victims: [number, number, Connection][] = []
+    let freeable = 0
+    for (const c of this.#broker.allConnections()) {
+      if (c.state === 'closed') continue
+      const queue = freedQueue(c)
+      const held = c.backlogBytes + (c.framer === null ? 0 : c.framer.buffered) + c.heldBytes + queue
+      if (held >= MIN_VICTIM_BYTES) { victims.push([held, queue, c]); freeable += held }
+    }
+    // closing clients helps only when what they hold is what keeps usage above the budget
+    if (victims.length === 0 || this.used - freeable > this.limit) {
+      this.#reliefAt = Date.now() + (dropped === 0 ? IDLE_RELIEF_MS : RELIEF_EVERY_MS)
+      return
+    }
+    victims.sort((a, b) => b[0] - a[0])
+    let queue = 0
+    for (const [held, q, c] of victims) {
       if (excess <= 0) break
       this.#count('disconnected', 'memory budget: closing the connections that hold the most memory', c, held)
       c.shed()
       excess -= held
+      queue += q
     }
+    // unsent output and incomplete packets were taken off as the connections closed
+    this.#freed(queue)
   }
 
-  #count(kind: Kind, msg: string, conn: Connection, held?: number): void {
-    this.counters[kind]++
-    this.#unwarned[kind]++
+  /** Takes bytes freed from queues off the estimate until the next sample. */
+  #freed(queue: number): void {
+    this.queued = Math.max(0, this.queued - queue)
+    this.#reliefAt = Date.now() + RELIEF_EVERY_MS
+  }
+
+  #count(kind: Kind, msg: string, conn: Connection | null, held?: number, n = 1): void {
+    this.counters[kind] += n
+    this.#unwarned[kind] += n
     const now = Date.now()
     if (now - this.#warnedAt[kind] < WARN_EVERY_MS) return
     const log = this.#broker.log
     log.warn(msg, {
-      count: this.#unwarned[kind], clientId: conn.clientId || undefined, remote: conn.socket.remoteAddress, held,
+      count: this.#unwarned[kind], clientId: conn?.clientId || undefined, remote: conn?.socket.remoteAddress, held,
       used: this.used, limit: this.limit, pending: this.pending, partial: this.partial, queued: this.queued,
     })
     this.#warnedAt[kind] = now
@@ -153,17 +201,10 @@ export class MemoryBudget {
   }
 }
 
-/** Estimated memory of a session's queued messages: the bytes of its in-memory queue head plus
- * an overhead per message. */
-export function queuedBytes(s: Session): number {
-  // only the in-memory head: queued messages kept only in the store (queue.ts) cost no memory
-  return s.headBytes + s.headCount * QUEUED_OVERHEAD
-}
-
-/** Bytes counted against the budget for one connection: its unsent output, incomplete packet,
- * frames held while its CONNECT is being authenticated, and queue. */
-function heldBy(c: Connection): number {
-  const f = c.framer
+/** The part of a connection's queue that closing it frees: all of it when the session ends with
+ * the connection or its queue moves to a durable store; none when it waits in memory. */
+function freedQueue(c: Connection): number {
   const s = c.session
-  return c.backlogBytes + (f === null ? 0 : f.buffered) + c.heldBytes + (s === null || s.queuedCount === 0 ? 0 : queuedBytes(s))
+  if (s === null || s.headCount === 0 || (s.expiryInterval > 0 && s.store === null)) return 0
+  return queuedBytes(s)
 }

@@ -32,6 +32,7 @@ export function publishSys(broker: Broker): void {
     ['memory/dropped', mem.counters.qos0Dropped],
     ['memory/disconnected', mem.counters.disconnected],
     ['memory/refused', mem.counters.refused],
+    ['memory/queue-trimmed', mem.counters.queueTrimmed],
   ]
   for (const [topic, value] of values) {
     const msg: Message = {

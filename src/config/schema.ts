@@ -23,12 +23,15 @@ export function parseSize(text: string): number | null {
   const unit = m === null ? undefined : SIZE_UNITS[m[2]!.toLowerCase()]
   return unit === undefined ? null : Math.floor(Number(m![1]) * unit)
 }
-const SIZE_HINT = '"auto", 0 (no budget), a number of bytes or a size such as 512MiB or 2GB'
-/** "auto" or a size in bytes (a number, or a string with a unit). */
+/** The smallest memory budget: a smaller one is a unit mistake (512 meant as MiB is 512 bytes). */
+export const MEMORY_MIN = 1024 * 1024
+const SIZE_HINT = '"auto", 0 (no budget), or at least 1 MiB: a number of bytes or a size such as 512MiB or 2GB'
+const sizeOk = (n: number) => n === 0 || n >= MEMORY_MIN
+/** "auto" (any case) or a size in bytes (a number, or a string with a unit): 0, or at least 1 MiB. */
 const size = () => v.optional(v.union([
-  v.literal('auto'),
-  v.pipe(v.number(), v.integer(), v.minValue(0)),
-  v.pipe(v.string(), v.check((x) => parseSize(x) !== null, SIZE_HINT), v.transform((x) => parseSize(x)!)),
+  v.pipe(v.string(), v.check((x) => x.trim().toLowerCase() === 'auto'), v.transform((): 'auto' => 'auto')),
+  v.pipe(v.number(), v.integer(), v.check(sizeOk)),
+  v.pipe(v.string(), v.check((x) => { const n = parseSize(x); return n !== null && sizeOk(n) }), v.transform((x) => parseSize(x)!)),
 ], SIZE_HINT), 'auto')
 const oneOf = <const T extends readonly [string, ...string[]]>(values: T, def: T[number]) => v.optional(v.picklist(values), def)
 

@@ -25,6 +25,9 @@ export const DROP_REASONS = [
   'expired',
   /** Larger than the client's Maximum Packet Size [MQTT-3.1.2-25]. */
   'too-large',
+  /** Memory above the budget (limits.memory): a QoS 0 message to a slow consumer, or the oldest
+   * message of a large offline queue. */
+  'memory',
 ] as const
 
 export type DropReason = typeof DROP_REASONS[number]
