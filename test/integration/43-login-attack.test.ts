@@ -107,6 +107,28 @@ describe('logins the broker runs out of time for', () => {
   }, 60_000)
 })
 
+describe('logins the broker runs out of time for', () => {
+  test('a check still running at the connect timeout: the broker closes the connection, no failure is recorded', async () => {
+    await using passwd = await passwdFile({ alice: 'wonderland' }, 'real')
+    await using broker = await startBroker({
+      VMQTT_AUTH_PASSWORD_FILE: passwd.path, VMQTT_MQTT_CONNECT_TIMEOUT: '1',
+      VMQTT_AUTH_FAIL_DELAY: '800', VMQTT_AUTH_FAIL_DELAY_ADDRESS_MAX: '800',
+    })
+    const spy = spyVerify(3000)
+    try {
+      const slow = await timedLogin(broker.port, { version: 5, username: 'alice', password: 'wonderland' }, '127.0.52.1')
+      expect(slow.code).toBe(-1)
+      await until('the check over', () => spy.stats.running === 0, 10_000)
+    } finally {
+      spy.restore()
+    }
+    // the client did not give up: before, this waited the failure delay (>= 800 ms)
+    const again = await timedLogin(broker.port, { version: 5, username: 'alice', password: 'wonderland' }, '127.0.52.1')
+    expect(again.code).toBe(0)
+    expect(again.ms).toBeLessThan(700)
+  }, 30_000)
+})
+
 describe('abandoned logins', () => {
   test('20 CONNECTs closed while their checks wait: no password verification for them, and their addresses become suspect', async () => {
     await using passwd = await passwdFile({ alice: 'wonderland' }, 'real')
