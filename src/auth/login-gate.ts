@@ -10,6 +10,16 @@ const MAX_CHECKS_PER_ADDRESS = 2
 const MAX_CHECKS_AFTER_FAILURE = 1
 /** Logins from one address that may wait for their turn; more are refused as busy at once. */
 const MAX_WAITING_PER_ADDRESS = 16
+/** A user's successful login makes its later checks from that network trusted for this long. */
+const TRUST_MS = 24 * 3600_000
+/**
+ * Busy refusals within a minute after which an address is a suspect. Not the first: a busy
+ * refusal may be caused only by others' load (a flood of first logins from fresh addresses), and
+ * a real device that retries must not then lose its place. A guesser that keeps retrying after
+ * busy is a suspect from its third refusal, or at once when it had other logins in flight from
+ * the same address (guessing in parallel).
+ */
+const BUSY_SUSPECT = 3
 
 /** The failed-login key of an address: IPv4 as is, IPv6 by its /64 (one host's usual share). */
 export function addressKey(address: string): string {
@@ -20,6 +30,12 @@ export function addressKey(address: string): string {
   const right = tail === '' ? [] : tail.split(':')
   const groups = a.includes('::') ? [...left, ...Array(8 - left.length - right.length).fill('0'), ...right] : left
   return `${groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`
+}
+
+/** The network a successful login vouches for: an IPv4 /24 or an IPv6 /64. */
+function networkKey(address: string): string {
+  const k = addressKey(address)
+  return isIP(k) === 4 ? `${k.slice(0, k.lastIndexOf('.'))}.0/24` : k
 }
 
 interface Failures {
@@ -34,6 +50,8 @@ interface AddressState extends Failures {
   key: string
   /** Last login refused as busy (ms since the epoch; 0: none): the address is a suspect for a while. */
   busyAt: number
+  /** Busy refusals since the last one that was more than a minute earlier (see BUSY_SUSPECT). */
+  busies: number
   /** Checks from this address running now. */
   running: number
   waiting: (() => void)[]
@@ -52,6 +70,8 @@ export interface LoginGateOptions {
 export interface LoginTurn {
   /** The address had recent failures when the turn began (its check may wait behind others). */
   readonly suspect: boolean
+  /** Not suspect, and the user logged in from this /24 (/64) within TRUST_MS: checked first. */
+  readonly trusted: boolean
   done(): void
 }
 
@@ -72,6 +92,8 @@ export interface LoginTurn {
 export class LoginGate {
   readonly #users = new Map<string, Failures>()
   readonly #addresses = new Map<string, AddressState>()
+  /** "username network" -> last successful login (ms); in order of last use, oldest first. */
+  readonly #trust = new Map<string, number>()
   readonly #o: LoginGateOptions
 
   constructor(o: LoginGateOptions) {
@@ -85,7 +107,7 @@ export class LoginGate {
   async turn(address: string, username: string | undefined, deadline: number): Promise<LoginTurn | null> {
     const akey = addressKey(address)
     const a = this.#fresh(this.#addresses, akey, ADDRESS_MEMORY_MS) ??
-      this.#add(this.#addresses, akey, { key: akey, busyAt: 0, count: 0, at: 0, until: 0, running: 0, waiting: [] })
+      this.#add(this.#addresses, akey, { key: akey, busyAt: 0, busies: 0, count: 0, at: 0, until: 0, running: 0, waiting: [] })
     if (a.running >= this.#limit(a)) {
       if (a.waiting.length >= MAX_WAITING_PER_ADDRESS) return null
       // the slot is handed over by #release (running stays counted)
@@ -96,7 +118,9 @@ export class LoginGate {
     if (wait > 0 && Date.now() + wait > deadline) { this.#release(a); return null }
     if (wait > 0) await Bun.sleep(wait)
     let released = false
-    return { suspect: a.count > 0 || Date.now() - a.busyAt < ADDRESS_MEMORY_MS, done: () => { if (!released) { released = true; this.#release(a) } } }
+    const suspect = a.count > 0 || (a.busies >= BUSY_SUSPECT && Date.now() - a.busyAt < ADDRESS_MEMORY_MS)
+    const trusted = !suspect && username !== undefined && Date.now() - (this.#trust.get(`${username} ${networkKey(address)}`) ?? 0) < TRUST_MS
+    return { suspect, trusted, done: () => { if (!released) { released = true; this.#release(a) } } }
   }
 
   /**
@@ -111,11 +135,12 @@ export class LoginGate {
     let u = this.#fresh(this.#users, ukey, USER_MEMORY_MS)
     if (!failed) {
       if (u !== undefined) this.#users.delete(ukey)
+      if (username !== undefined) this.#trusted(`${username} ${networkKey(address)}`, now)
       // as long as a failure would take, so that a guesser learns nothing from waiting
       // (an address entry without failures: checks running, or a recent busy refusal)
       return (a === undefined || a.count === 0) && u === undefined ? 0 : this.#delay((u?.count ?? 0) + 1, (a?.count ?? 0) + 1)
     }
-    a ??= this.#add(this.#addresses, akey, { key: akey, busyAt: 0, count: 0, at: now, until: 0, running: 0, waiting: [] })
+    a ??= this.#add(this.#addresses, akey, { key: akey, busyAt: 0, busies: 0, count: 0, at: now, until: 0, running: 0, waiting: [] })
     u ??= this.#add(this.#users, ukey, { count: 0, at: now, until: 0 })
     a.count++
     u.count++
@@ -127,22 +152,36 @@ export class LoginGate {
   }
 
   /**
-   * A login from `address` was refused as busy. Its next logins count as a suspect's (checked
-   * after every other waiting one) for a minute, without any delay: a guesser that retries at
-   * once after busy cannot take the place of a first login from another address.
+   * A login from `address` was refused as busy. From its BUSY_SUSPECT-th refusal within a minute
+   * (at once when other logins from it were in flight), its next logins count as a suspect's
+   * (checked after every other waiting one) for a minute, without any delay: a guesser that
+   * retries at once after busy cannot take the place of a first login from another address.
    */
   busy(address: string): void {
     const now = Date.now()
     const akey = addressKey(address)
     const a = this.#fresh(this.#addresses, akey, ADDRESS_MEMORY_MS) ??
-      this.#add(this.#addresses, akey, { key: akey, busyAt: 0, count: 0, at: now, until: 0, running: 0, waiting: [] })
+      this.#add(this.#addresses, akey, { key: akey, busyAt: 0, busies: 0, count: 0, at: now, until: 0, running: 0, waiting: [] })
+    if (now - a.busyAt >= ADDRESS_MEMORY_MS) a.busies = 0
+    a.busies += a.running > 0 ? BUSY_SUSPECT : 1
     a.busyAt = a.at = now
+  }
+
+  /** Records a successful login of a user from a network (bounded: the oldest is forgotten). */
+  #trusted(key: string, now: number): void {
+    this.#trust.delete(key)
+    if (this.#trust.size >= MAX_TRACKED) this.#trust.delete(this.#trust.keys().next().value!)
+    this.#trust.set(key, now)
   }
 
   /** Forgets old failures (also called from the broker's periodic sweep). */
   prune(now = Date.now()): void {
     for (const [k, f] of this.#users) if (now - f.at >= USER_MEMORY_MS) this.#users.delete(k)
     for (const [k, f] of this.#addresses) if (now - f.at >= ADDRESS_MEMORY_MS && f.running === 0) this.#addresses.delete(k)
+    for (const [k, at] of this.#trust) {
+      if (now - at < TRUST_MS) break
+      this.#trust.delete(k)
+    }
   }
 
   /** The answer delay after `users` failures of the address and username and `addresses` of the address. */

@@ -20,7 +20,7 @@ import { decodeScramCredentials, encodeScramCredentials, scramCredentials, type 
 import { closeSync, existsSync, fchmodSync, fsyncSync, openSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import type { AuthRequest, AuthResult, Authenticator } from './types.ts'
-import { BUSY, type VerifyPool } from './verify-pool.ts'
+import { BUSY, type Lane, type VerifyPool } from './verify-pool.ts'
 import { readText, WatchedFile, type WatchedFileOptions } from './watched-file.ts'
 
 /** CONNACK reason: Bad User Name or Password. */
@@ -127,7 +127,8 @@ export class PasswordFileAuthenticator implements Authenticator {
     }
     // an unknown user costs the same as a known one, result ignored: timing does not reveal
     // which users exist (and both wait for a slot in the pool alike)
-    const ok = await this.#verify(password, hash ?? this.#dummyHash(), req.suspect === true, req.abandoned)
+    const lane = req.suspect === true ? 'suspect' : req.trusted === true ? 'trusted' : 'clean'
+    const ok = await this.#verify(password, hash ?? this.#dummyHash(), lane, req)
     if (ok === BUSY) return { decision: 'deny', reason: SERVER_BUSY, detail: 'too many password checks waiting' }
     if (hash === undefined) return { decision: 'defer', detail: 'unknown user' }
     if (ok) return { decision: 'allow', username: user, detail: 'password verified' }
@@ -145,7 +146,7 @@ export class PasswordFileAuthenticator implements Authenticator {
   }
 
   /** Bun.password.verify runs on Bun's thread pool, off the event loop. */
-  async #verify(password: Buffer, hash: string, later: boolean, abandoned: (() => boolean) | undefined): Promise<boolean | typeof BUSY> {
+  async #verify(password: Buffer, hash: string, lane: Lane, req: AuthRequest): Promise<boolean | typeof BUSY> {
     const check = async () => {
       try {
         return await Bun.password.verify(password, hash)
@@ -153,7 +154,7 @@ export class PasswordFileAuthenticator implements Authenticator {
         return false
       }
     }
-    return this.#pool === undefined ? check() : this.#pool.run(check, later, abandoned)
+    return this.#pool === undefined ? check() : this.#pool.run(check, lane, req.abandoned, req.deadline)
   }
 
   #dummyHash(): string {

@@ -28,6 +28,10 @@ export interface AuthRequest {
   cert: PeerCertificate | undefined
   /** The address has recent failed logins: its password check waits behind the others'. */
   suspect?: boolean
+  /** The user logged in from this address (or its /24, /64) recently: its check goes first. */
+  trusted?: boolean
+  /** When the answer must have gone out (ms since the epoch): a check not started by then is busy. */
+  deadline?: number
   /** True once nobody waits for the answer (the connection closed): expensive checks are skipped. */
   abandoned?: () => boolean
 }

@@ -69,6 +69,8 @@ export class Connection implements ConnectionSink {
   readonly openedAt = Date.now()
   /** QoS 1/2 PUBLISH received on this connection without PUBACK / PUBCOMP yet (spec 4.9). */
   unackedIn = 0
+  /** The socket was closed by the peer (or the network), not by the broker (end()). */
+  peerClosed = false
   /** The per-address entry this connection counts under (null: per-address limits off). */
   addressEntry: AddressEntry | null = null
   /** Output of this turn: the first packet, then (from the second on) all of them in #out. */
@@ -437,6 +439,8 @@ export class Connection implements ConnectionSink {
   /** Called by the transport when the socket closed (by either side). Never throws. */
   close(): void {
     if (this.state === 'closed') return this.broker.linger.closed(this.socket)
+    // not closed by the broker (end() sets the state first): the client (or the network) did it
+    this.peerClosed = true
     this.#closed()
   }
 

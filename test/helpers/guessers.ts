@@ -38,8 +38,9 @@ export async function guessers(port: number, n: number, username: (i: number) =>
   return answered
 }
 
-/** Counts Bun.password.verify calls and how many ran at once, until restore(). */
-export function spyVerify() {
+/** Counts Bun.password.verify calls and how many ran at once, until restore(); `slowMs`: each
+ * call takes at least that long (a loaded machine). */
+export function spyVerify(slowMs = 0) {
   const password = Bun.password as { verify: typeof Bun.password.verify }
   const original = password.verify
   const stats = { calls: 0, running: 0, maxRunning: 0 }
@@ -47,7 +48,8 @@ export function spyVerify() {
     stats.calls++
     stats.maxRunning = Math.max(stats.maxRunning, ++stats.running)
     try {
-      return await original.apply(Bun.password, args)
+      const [r] = await Promise.all([original.apply(Bun.password, args), slowMs > 0 ? Bun.sleep(slowMs) : undefined])
+      return r
     } finally {
       stats.running--
     }

@@ -1,6 +1,6 @@
 import { expect, test } from 'bun:test'
 import { LoginGate } from '../../src/auth/login-gate.ts'
-import { BUSY, VerifyPool } from '../../src/auth/verify-pool.ts'
+import { BUSY, START_MARGIN_MS, VerifyPool } from '../../src/auth/verify-pool.ts'
 
 const gate = () => new LoginGate({ failDelay: 100, failDelayMax: 1600, failDelayAddressMax: 200 })
 
@@ -59,11 +59,11 @@ test('the verification pool caps concurrency, serves suspect checks last and ref
   const order: string[] = []
   let release!: () => void
   const first = pool.run(() => new Promise<string>((r) => { release = () => r('first') }))
-  const later = pool.run(async () => { order.push('suspect'); return 'suspect' }, true)
+  const later = pool.run(async () => { order.push('suspect'); return 'suspect' }, 'suspect')
   const normal = pool.run(async () => { order.push('normal'); return 'normal' })
   const normal2 = pool.run(async () => { order.push('normal2'); return 'normal2' })
   // full: a suspect check is refused; a clean one pushes out the oldest waiting suspect check
-  expect(await pool.run(async () => 'x', true)).toBe(BUSY)
+  expect(await pool.run(async () => 'x', 'suspect')).toBe(BUSY)
   const normal3 = pool.run(async () => { order.push('normal3'); return 'normal3' })
   expect(await later).toBe(BUSY)
   // full of clean checks: a clean one pushes out the oldest clean one
@@ -86,26 +86,91 @@ test('the verification pool serves suspect checks after clean ones and skips aba
   let release!: () => void
   let gone = false
   const first = pool.run(() => new Promise<string>((r) => { release = () => r('first') }))
-  const later = pool.run(async () => { order.push('suspect'); return 'suspect' }, true)
-  const dropped = pool.run(async () => { order.push('abandoned'); return 'abandoned' }, false, () => gone)
+  const later = pool.run(async () => { order.push('suspect'); return 'suspect' }, 'suspect')
+  const dropped = pool.run(async () => { order.push('abandoned'); return 'abandoned' }, 'clean', () => gone)
   const normal = pool.run(async () => { order.push('normal'); return 'normal' })
   gone = true
   release()
   expect(await Promise.all([first, dropped, normal, later])).toEqual(['first', BUSY, 'normal', 'suspect'])
   expect(order).toEqual(['normal', 'suspect'])
   // an abandoned check that finds a free slot does not run either
-  expect(await pool.run(async () => 'ran', false, () => true)).toBe(BUSY)
+  expect(await pool.run(async () => 'ran', 'clean', () => true)).toBe(BUSY)
   expect(pool.running).toBe(0)
 })
 
-test('an address refused as busy is a suspect for its next logins, without any delay', async () => {
+test('an address refused as busy three times (or with other logins in flight) is a suspect, without any delay', async () => {
   const g = gate()
+  // one busy refusal may be others' load only (a flood from fresh addresses): still clean
+  g.busy('10.0.0.1')
+  const t0 = await g.turn('10.0.0.1', 'alice', Date.now() + 5000)
+  expect(t0!.suspect).toBe(false)
+  t0!.done()
+  g.busy('10.0.0.1')
   g.busy('10.0.0.1')
   const t1 = await g.turn('10.0.0.1', 'alice', Date.now() + 5000)
   const t2 = await g.turn('10.0.0.2', 'alice', Date.now() + 5000)
   expect([t1!.suspect, t2!.suspect]).toEqual([true, false])
+  // refused busy while another login of the address is in flight: a suspect at once
+  g.busy('10.0.0.2')
   t1!.done()
   t2!.done()
+  const t3 = await g.turn('10.0.0.2', 'alice', Date.now() + 5000)
+  expect(t3!.suspect).toBe(true)
+  t3!.done()
   // no failure recorded: a success from there is not delayed
   expect(g.delay('10.0.0.1', 'alice', false)).toBe(0)
+})
+
+test('a user who logged in from an address is trusted there and in its /24 (/64), not elsewhere nor once suspect', async () => {
+  const g = gate()
+  const turn = async (address: string, user: string) => {
+    const t = (await g.turn(address, user, Date.now() + 5000))!
+    t.done()
+    return t.trusted
+  }
+  expect(await turn('10.0.0.1', 'alice')).toBe(false)
+  g.delay('10.0.0.1', 'alice', false)
+  g.delay('2001:db8:1:2::5', 'alice', false)
+  expect([await turn('10.0.0.1', 'alice'), await turn('10.0.0.77', 'alice'), await turn('2001:db8:1:2::9', 'alice')]).toEqual([true, true, true])
+  expect([await turn('10.0.1.1', 'alice'), await turn('10.0.0.1', 'bob'), await turn('10.0.0.1', undefined as unknown as string)]).toEqual([false, false, false])
+  // a failure from the address makes it a suspect: no trusted lane for its guesses
+  g.delay('10.0.0.77', 'alice', true)
+  expect(await turn('10.0.0.77', 'alice')).toBe(false)
+})
+
+test('the verification pool serves trusted checks first; only trusted checks push them out', async () => {
+  const pool = new VerifyPool(1, 2)
+  const order: string[] = []
+  let release!: () => void
+  const first = pool.run(() => new Promise<string>((r) => { release = () => r('first') }))
+  const t1 = pool.run(async () => { order.push('t1'); return 't1' }, 'trusted')
+  const c1 = pool.run(async () => { order.push('c1'); return 'c1' })
+  // full: a trusted check pushes out the clean one; then clean and suspect checks are refused
+  const t2 = pool.run(async () => { order.push('t2'); return 't2' }, 'trusted')
+  expect(await c1).toBe(BUSY)
+  expect(await pool.run(async () => 'c2')).toBe(BUSY)
+  expect(await pool.run(async () => 's', 'suspect')).toBe(BUSY)
+  // full of trusted checks: a trusted one pushes out the oldest trusted one
+  const t3 = pool.run(async () => { order.push('t3'); return 't3' }, 'trusted')
+  expect(await t1).toBe(BUSY)
+  release()
+  expect(await Promise.all([first, t2, t3])).toEqual(['first', 't2', 't3'])
+  expect(order).toEqual(['t3', 't2'])
+  expect(pool.running).toBe(0)
+})
+
+test('a check that has not started by its deadline minus the margin is answered busy, not left to time out', async () => {
+  const pool = new VerifyPool(1, 4)
+  let release!: () => void
+  const first = pool.run(() => new Promise<string>((r) => { release = () => r('first') }))
+  const t0 = Date.now()
+  const late = await pool.run(async () => 'ran', 'trusted', undefined, Date.now() + START_MARGIN_MS + 150)
+  const waited = Date.now() - t0
+  expect(late).toBe(BUSY)
+  expect(waited).toBeGreaterThanOrEqual(100)
+  expect(waited).toBeLessThan(1000)
+  expect(pool.queued).toBe(0)
+  release()
+  expect(await first).toBe('first')
+  expect(pool.running).toBe(0)
 })

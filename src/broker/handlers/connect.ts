@@ -124,7 +124,7 @@ export function handleConnect(conn: Connection, packet: Packet | null): void | P
   return complete(conn, p, assignedId, undefined)
 }
 
-const NO_TURN = { suspect: false, done() {} }
+const NO_TURN = { suspect: false, trusted: false, done() {} }
 
 /** The authentication chain; a refusal waits longer with each failure from the address and
  * username. Checks from an address or username inside its failure delay wait for it first, so
@@ -133,26 +133,27 @@ async function authenticate(conn: Connection, sec: Security, p: IConnectPacket, 
   const address = conn.socket.remoteAddress
   const password = p.password === undefined ? undefined : Buffer.isBuffer(p.password) ? p.password : Buffer.from(p.password)
   // only a password (or token) costs a check worth queueing; the others are answered at once
-  const turn = password === undefined ? NO_TURN : await sec.loginTurn(address, p.username, connectDeadline(conn))
-  if (conn.state === 'closed') { turn?.done(); return abandoned(sec, address, p.username, password) }
+  const deadline = connectDeadline(conn)
+  const turn = password === undefined ? NO_TURN : await sec.loginTurn(address, p.username, deadline)
+  if (conn.state === 'closed') { turn?.done(); return abandoned(conn, sec, p.username, password) }
   if (turn === null) { sec.loginBusy(address); return refuse(conn, RC.SERVER_BUSY, 'server busy', 'too many logins waiting from this address') }
   let r: AuthResult
   try {
-    r = await sec.authenticate({ clientId: p.clientId, username: p.username, password, address, listener: conn.listener, cert: conn.socket.peerCertificate?.(), suspect: turn.suspect, abandoned: () => conn.state === 'closed' })
+    r = await sec.authenticate({ clientId: p.clientId, username: p.username, password, address, listener: conn.listener, cert: conn.socket.peerCertificate?.(), suspect: turn.suspect, trusted: turn.trusted, deadline, abandoned: () => conn.state === 'closed' })
   } catch (e) {
     conn.broker.log.error('authentication error', { clientId: p.clientId, error: String((e as Error)?.stack ?? e) })
     r = { decision: 'deny', reason: RC.UNSPECIFIED_ERROR, detail: `authenticator failed: ${(e as Error).message}` }
   } finally {
     turn.done()
   }
-  if ((conn.state as string) === 'closed') return abandoned(sec, address, p.username, password)
+  if ((conn.state as string) === 'closed') return abandoned(conn, sec, p.username, password)
   // no slot for a password check (auth.maxQueuedVerifications): busy, not a failed login
   if (r.decision === 'deny' && r.reason === RC.SERVER_BUSY) { sec.loginBusy(address); return refuse(conn, RC.SERVER_BUSY, 'server busy', r.detail) }
   if (r.decision === 'allow') {
     // an address with recent failures waits on success too: the delay must not give the answer away
     const delay = loginDelay(conn, p.username, false)
     if (delay > 0) await Bun.sleep(delay)
-    if ((conn.state as string) === 'closed') return abandoned(sec, address, p.username, password)
+    if ((conn.state as string) === 'closed') return abandoned(conn, sec, p.username, password)
     if (r.username !== undefined) conn.username = r.username
     conn.acl = r.acl ?? null
     complete(conn, p, assignedId, undefined)
@@ -163,10 +164,12 @@ async function authenticate(conn: Connection, sec: Security, p: IConnectPacket, 
   return refuseLogin(conn, code, code === RC.NOT_AUTHORIZED ? 'not authorized' : 'bad user name or password', r.detail)
 }
 
-/** A login with a password whose connection closed before its answer counts as a failure,
- * whatever the check found (the address becomes suspect; the record does not tell the result). */
-function abandoned(sec: Security, address: string, username: string | undefined, password: Buffer | undefined): void {
-  if (password !== undefined) sec.loginDelay(address, username, true)
+/** A login with a password whose connection the client closed before its answer counts as a
+ * failure, whatever the check found (the address becomes suspect; the record does not tell the
+ * result). Not when the broker closed it (connect timeout, memory relief, shutdown): the client
+ * did not give up, the broker was too slow. */
+function abandoned(conn: Connection, sec: Security, username: string | undefined, password: Buffer | undefined): void {
+  if (password !== undefined && conn.peerClosed) sec.loginDelay(conn.socket.remoteAddress, username, true)
 }
 
 const expiryTimers = new WeakMap<Connection, ReturnType<typeof setTimeout>>()
