@@ -43,6 +43,7 @@ class Extras {
   held: [number, Buffer][] | null = null
   /** Their bytes, counted against the memory budget (as `partial`). */
   heldBytes = 0
+  peerClosed = false
 }
 
 /**
@@ -69,8 +70,6 @@ export class Connection implements ConnectionSink {
   readonly openedAt = Date.now()
   /** QoS 1/2 PUBLISH received on this connection without PUBACK / PUBCOMP yet (spec 4.9). */
   unackedIn = 0
-  /** The socket was closed by the peer (or the network), not by the broker (end()). */
-  peerClosed = false
   /** The per-address entry this connection counts under (null: per-address limits off). */
   addressEntry: AddressEntry | null = null
   /** Output of this turn: the first packet, then (from the second on) all of them in #out. */
@@ -100,6 +99,9 @@ export class Connection implements ConnectionSink {
   set clientMaxPacketSize(n: number) { if (this.#x !== null || n !== DEFAULT_MAX_PACKET_SIZE) this.#extras().clientMaxPacketSize = n }
   get clientTopicAliasMax(): number { return this.#x === null ? 0 : this.#x.clientTopicAliasMax }
   set clientTopicAliasMax(n: number) { if (this.#x !== null || n !== 0) this.#extras().clientTopicAliasMax = n }
+  /** The socket was closed by the peer (or the network), not by the broker (end()); kept in
+   * Extras, made at the close, so an open connection does not pay for it. */
+  get peerClosed(): boolean { return this.#x !== null && this.#x.peerClosed }
   /** A normal DISCONNECT arrived: no will (unless reason 0x04). */
   get cleanDisconnect(): boolean { return this.#x !== null && this.#x.cleanDisconnect }
   set cleanDisconnect(b: boolean) { if (this.#x !== null || b) this.#extras().cleanDisconnect = b }
@@ -440,7 +442,7 @@ export class Connection implements ConnectionSink {
   close(): void {
     if (this.state === 'closed') return this.broker.linger.closed(this.socket)
     // not closed by the broker (end() sets the state first): the client (or the network) did it
-    this.peerClosed = true
+    this.#extras().peerClosed = true
     this.#closed()
   }
 
