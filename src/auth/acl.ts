@@ -175,12 +175,16 @@ function ipMatches(list: BlockList, address: string): boolean {
  * matches every `ip:` condition of an allow rule and none of a deny rule, so what it could read
  * from some address is queued for it (an acknowledged message is never lost to a restart); its
  * real address decides when it returns (deliver.ts checks queued messages as they go out).
+ * What is published for it with no later check (a pending will) uses UNKNOWN_ADDRESS_STRICT,
+ * the worst case: an `ip:` condition holds for every deny rule and no allow rule.
  */
 export function whoMatches(who: AclWho[], decision: 'allow' | 'deny', req: Pick<AclRequest, 'username' | 'clientId' | 'address'>): boolean {
   for (const w of who) {
     if (w.kind === 'user' ? req.username !== w.name
       : w.kind === 'client' ? req.clientId !== w.id
-      : req.address === UNKNOWN_ADDRESS ? decision === 'deny' : !ipMatches(w.list, req.address)) return false
+      : req.address === UNKNOWN_ADDRESS ? decision === 'deny'
+      : req.address === UNKNOWN_ADDRESS_STRICT ? decision === 'allow'
+      : !ipMatches(w.list, req.address)) return false
   }
   return true
 }
@@ -188,6 +192,8 @@ export function whoMatches(who: AclWho[], decision: 'allow' | 'deny', req: Pick<
 /** The address of a client the broker has not seen since it started (see whoMatches); no
  * transport gives it to a real connection (an empty address matches no `ip:` rule). */
 export const UNKNOWN_ADDRESS = '\u0000unknown'
+/** The same unknown address, for decisions nothing checks again later (see whoMatches). */
+export const UNKNOWN_ADDRESS_STRICT = '\u0000unknown-strict'
 
 /** A placeholder value that cannot widen a rule, or null. */
 function safeValue(v: string | undefined): string | null {

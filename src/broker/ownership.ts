@@ -2,6 +2,7 @@ import { RC } from '../codec/reason-codes.ts'
 import type { Session } from '../session/session.ts'
 import type { Will } from '../session/types.ts'
 import { clip, identity } from '../auth/audit.ts'
+import { UNKNOWN_ADDRESS, UNKNOWN_ADDRESS_STRICT } from '../auth/acl.ts'
 import type { Broker } from './broker.ts'
 import type { Connection } from './connection.ts'
 
@@ -94,7 +95,12 @@ export function recheckWill(broker: Broker, conn: Connection): boolean {
 export function pendingWillAllowed(broker: Broker, s: Session, will: Will, when: 'on reload' | 'at publication'): boolean {
   const sec = broker.security
   const r = s.reader
-  if (sec === null || r === null || sec.authorize(r, 'publish', will.msg.topic)) return true
+  if (sec === null || r === null) return true
+  // a restored session's address is unknown: `ip:` rules as the worst case for a will, which is
+  // not checked again once published (reads take the best case: they are, on the way out)
+  const who = r.socket.remoteAddress !== UNKNOWN_ADDRESS ? r
+    : { clientId: r.clientId, username: r.username, acl: r.acl, socket: { remoteAddress: UNKNOWN_ADDRESS_STRICT } }
+  if (sec.authorize(who, 'publish', will.msg.topic)) return true
   broker.log.info('will dropped: the ACL does not allow its topic', { clientId: s.clientId, topic: will.msg.topic, when })
   sec.audit.event('acl-denied', {
     clientId: clip(s.clientId) || undefined, username: clip(r.username), address: r.socket.remoteAddress || undefined,
