@@ -140,6 +140,9 @@ export class LoginGate {
       // (an address entry without failures: checks running, or a recent busy refusal)
       return (a === undefined || a.count === 0) && u === undefined ? 0 : this.#delay((u?.count ?? 0) + 1, (a?.count ?? 0) + 1)
     }
+    // a failure for this user from its trusted network ends the trust: a neighbour in the same
+    // /24 or /64 guessing its password does not keep the trusted lane
+    if (username !== undefined) this.#trust.delete(`${username} ${networkKey(address)}`)
     a ??= this.#add(this.#addresses, akey, { key: akey, busyAt: 0, busies: 0, count: 0, at: now, until: 0, running: 0, waiting: [] })
     u ??= this.#add(this.#users, ukey, { count: 0, at: now, until: 0 })
     a.count++

@@ -128,7 +128,7 @@ describe('logins the broker runs out of time for', () => {
 })
 
 describe('abandoned logins', () => {
-  test('20 CONNECTs closed while their checks wait: no password verification for them, and their addresses become suspect', async () => {
+  test('20 CONNECTs closed while their checks wait: no password verification for them, and no failure recorded for what was never checked', async () => {
     await using passwd = await passwdFile({ alice: 'wonderland' }, 'real')
     await using broker = await startBroker({
       VMQTT_AUTH_PASSWORD_FILE: passwd.path, VMQTT_AUTH_MAX_CONCURRENT_VERIFICATIONS: '1',
@@ -147,12 +147,13 @@ describe('abandoned logins', () => {
     } finally {
       spy.restore()
     }
-    // an abandoned login counted as a failure: the right password from that address now waits
-    // the failure delay (as a failure would), from a fresh address it does not
+    // a login skipped because its client left taught nobody anything: not a failure (an attacker
+    // who slows the pool must not turn a victim's own timeouts into failures), so the right
+    // password from such an address is answered as fast as from a fresh one
     const fresh = await timedLogin(broker.port, { version: 5, username: 'alice', password: 'wonderland' }, '127.0.0.99')
-    const suspect = await timedLogin(broker.port, { version: 5, username: 'alice', password: 'wonderland' }, '127.0.0.15')
-    expect([fresh.code, suspect.code]).toEqual([0, 0])
+    const skipped = await timedLogin(broker.port, { version: 5, username: 'alice', password: 'wonderland' }, '127.0.0.15')
+    expect([fresh.code, skipped.code]).toEqual([0, 0])
     expect(fresh.ms).toBeLessThan(700)
-    expect(suspect.ms).toBeGreaterThanOrEqual(700)
+    expect(skipped.ms).toBeLessThan(700)
   }, 40_000)
 })

@@ -136,6 +136,13 @@ test('a user who logged in from an address is trusted there and in its /24 (/64)
   // a failure from the address makes it a suspect: no trusted lane for its guesses
   g.delay('10.0.0.77', 'alice', true)
   expect(await turn('10.0.0.77', 'alice')).toBe(false)
+  // and it ends alice's trust in that /24: a neighbour guessing her password gets no trusted
+  // lane either (another user's trust, and hers in other networks, stay)
+  g.delay('10.0.0.5', 'bob', false)
+  expect([await turn('10.0.0.9', 'alice'), await turn('10.0.0.9', 'bob'), await turn('2001:db8:1:2::9', 'alice')]).toEqual([false, true, true])
+  // a new success from there trusts it again
+  g.delay('10.0.0.1', 'alice', false)
+  expect(await turn('10.0.0.9', 'alice')).toBe(true)
 })
 
 test('the verification pool serves trusted checks first; only trusted checks push them out', async () => {

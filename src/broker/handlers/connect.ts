@@ -135,7 +135,8 @@ async function authenticate(conn: Connection, sec: Security, p: IConnectPacket, 
   // only a password (or token) costs a check worth queueing; the others are answered at once
   const deadline = connectDeadline(conn)
   const turn = password === undefined ? NO_TURN : await sec.loginTurn(address, p.username, deadline)
-  if (conn.state === 'closed') { turn?.done(); return abandoned(conn, sec, p.username, password) }
+  // closed while waiting for its turn: nothing was checked, nothing learned, nothing counted
+  if (conn.state === 'closed') { turn?.done(); return }
   if (turn === null) { sec.loginBusy(address); return refuse(conn, RC.SERVER_BUSY, 'server busy', 'too many logins waiting from this address') }
   let r: AuthResult
   try {
@@ -146,7 +147,10 @@ async function authenticate(conn: Connection, sec: Security, p: IConnectPacket, 
   } finally {
     turn.done()
   }
-  if ((conn.state as string) === 'closed') return abandoned(conn, sec, p.username, password)
+  // closed while its check waited in the pool: skipped (busy), nothing learned, not a failure
+  // (else an attacker who slows the pool turns a victim's own timeouts into failures)
+  const skipped = r.decision === 'deny' && r.reason === RC.SERVER_BUSY
+  if ((conn.state as string) === 'closed') return skipped ? undefined : abandoned(conn, sec, p.username, password)
   // no slot for a password check (auth.maxQueuedVerifications): busy, not a failed login
   if (r.decision === 'deny' && r.reason === RC.SERVER_BUSY) { sec.loginBusy(address); return refuse(conn, RC.SERVER_BUSY, 'server busy', r.detail) }
   if (r.decision === 'allow') {
@@ -164,8 +168,8 @@ async function authenticate(conn: Connection, sec: Security, p: IConnectPacket, 
   return refuseLogin(conn, code, code === RC.NOT_AUTHORIZED ? 'not authorized' : 'bad user name or password', r.detail)
 }
 
-/** A login with a password whose connection the client closed before its answer counts as a
- * failure, whatever the check found (the address becomes suspect; the record does not tell the
+/** A login with a password whose connection the client closed after its check ran and before
+ * its answer counts as a failure, whatever the check found (the address becomes suspect; the record does not tell the
  * result). Not when the broker closed it (connect timeout, memory relief, shutdown): the client
  * did not give up, the broker was too slow. */
 function abandoned(conn: Connection, sec: Security, username: string | undefined, password: Buffer | undefined): void {
