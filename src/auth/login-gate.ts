@@ -12,6 +12,9 @@ const MAX_CHECKS_AFTER_FAILURE = 1
 const MAX_WAITING_PER_ADDRESS = 16
 /** A user's successful login makes its later checks from that network trusted for this long. */
 const TRUST_MS = 24 * 3600_000
+/** Trusted-lane checks one username may have at once; more go to the clean lane (one stolen or
+ * looping credential cannot keep every other login waiting). */
+const MAX_TRUSTED_PER_USER = 2
 /**
  * Busy refusals within a minute after which an address is a suspect. Not the first: a busy
  * refusal may be caused only by others' load (a flood of first logins from fresh addresses), and
@@ -94,6 +97,8 @@ export class LoginGate {
   readonly #addresses = new Map<string, AddressState>()
   /** "username network" -> last successful login (ms); in order of last use, oldest first. */
   readonly #trust = new Map<string, number>()
+  /** Trusted-lane turns in progress, per username. */
+  readonly #trustedNow = new Map<string, number>()
   readonly #o: LoginGateOptions
 
   constructor(o: LoginGateOptions) {
@@ -119,8 +124,20 @@ export class LoginGate {
     if (wait > 0) await Bun.sleep(wait)
     let released = false
     const suspect = a.count > 0 || (a.busies >= BUSY_SUSPECT && Date.now() - a.busyAt < ADDRESS_MEMORY_MS)
-    const trusted = !suspect && username !== undefined && Date.now() - (this.#trust.get(`${username} ${networkKey(address)}`) ?? 0) < TRUST_MS
-    return { suspect, trusted, done: () => { if (!released) { released = true; this.#release(a) } } }
+    const trusted = !suspect && username !== undefined && (this.#trustedNow.get(username) ?? 0) < MAX_TRUSTED_PER_USER &&
+      Date.now() - (this.#trust.get(`${username} ${networkKey(address)}`) ?? 0) < TRUST_MS
+    if (trusted) this.#trustedNow.set(username, (this.#trustedNow.get(username) ?? 0) + 1)
+    return {
+      suspect, trusted, done: () => {
+        if (released) return
+        released = true
+        this.#release(a)
+        if (!trusted) return
+        const n = (this.#trustedNow.get(username) ?? 1) - 1
+        if (n > 0) this.#trustedNow.set(username, n)
+        else this.#trustedNow.delete(username)
+      },
+    }
   }
 
   /**

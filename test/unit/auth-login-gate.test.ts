@@ -181,3 +181,16 @@ test('a check that has not started by its deadline minus the margin is answered 
   expect(await first).toBe('first')
   expect(pool.running).toBe(0)
 })
+
+test('one username has at most two trusted checks at once: a looping or stolen credential cannot hold the trusted lane', async () => {
+  const g = gate()
+  g.delay('10.0.0.1', 'alice', false)
+  const deadline = Date.now() + 5000
+  // two addresses of alice's trusted /24 (each address runs at most two checks at once)
+  const turns = [await g.turn('10.0.0.1', 'alice', deadline), await g.turn('10.0.0.1', 'alice', deadline), await g.turn('10.0.0.2', 'alice', deadline)]
+  expect(turns.map((t) => t!.trusted)).toEqual([true, true, false])
+  turns[0]!.done()
+  const next = (await g.turn('10.0.0.2', 'alice', deadline))!
+  expect(next.trusted).toBe(true)
+  for (const t of [...turns.slice(1), next]) t!.done()
+})
