@@ -8,8 +8,6 @@ import { qos0DropBytes } from './limits.ts'
 import { mayRead } from './read-access.ts'
 import { countDrop, enqueue, noteDrop, persist, unpersist, window } from './queue.ts'
 
-export { persist, unpersist, window }
-
 export function isExpired(d: Delivery, now: number): boolean {
   return d.msg.expiresAt > 0 && d.msg.expiresAt <= now
 }

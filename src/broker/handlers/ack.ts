@@ -1,7 +1,8 @@
 import { decodeAck, encodeAck, PUBACK, PUBCOMP, PUBREC, PUBREL, type InAck } from '../../codec/acks.ts'
 import { MqttError, RC } from '../../codec/reason-codes.ts'
 import type { Connection } from '../connection.ts'
-import { drainQueue, persist, unpersist } from '../deliver.ts'
+import { drainQueue } from '../deliver.ts'
+import { persist, unpersist } from '../queue.ts'
 
 const scratch: InAck = { type: 0, packetId: 0, reason: 0 }
 
